@@ -191,15 +191,15 @@ pub struct DeliveryLog {
 impl DeliveryLog {
     /// Apply the next manifest. Its `dump_id` must be greater than every one applied before.
     pub fn apply(&mut self, manifest: &Manifest) -> Result<()> {
-        if let Some(last) = self.last_dump_id {
-            if manifest.dump_id <= last {
-                return Err(Error::ManifestSequence {
-                    reason: format!(
-                        "dump_id {} does not follow dump_id {last}; apply manifests in increasing dump_id order",
-                        manifest.dump_id
-                    ),
-                });
-            }
+        if let Some(last) = self.last_dump_id
+            && manifest.dump_id <= last
+        {
+            return Err(Error::ManifestSequence {
+                reason: format!(
+                    "dump_id {} does not follow dump_id {last}; apply manifests in increasing dump_id order",
+                    manifest.dump_id
+                ),
+            });
         }
         for table in &manifest.tables {
             let files = self.tables.entry(table.name.clone()).or_default();
@@ -305,7 +305,10 @@ mod tests {
     #[test]
     fn manifest_file_names_sort_numerically() {
         assert_eq!(manifest_file_name(7), "00000000000000000007.json");
-        assert_eq!(parse_manifest_file_name(&manifest_file_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(
+            parse_manifest_file_name(&manifest_file_name(u64::MAX)),
+            Some(u64::MAX)
+        );
         assert_eq!(parse_manifest_file_name("7.json"), None);
         assert_eq!(parse_manifest_file_name("0000000000000000000x.json"), None);
         assert!(manifest_file_name(9) < manifest_file_name(10));

@@ -346,7 +346,12 @@ fn render_variable(var: &Variable, ctx: &RenderContext, out: &mut String) {
             Ok(())
         }
         Variable::PartNumber { width } => {
-            write!(out, "{:0width$}", ctx.part_number, width = usize::from(*width))
+            write!(
+                out,
+                "{:0width$}",
+                ctx.part_number,
+                width = usize::from(*width)
+            )
         }
         Variable::FormatExtension => {
             out.push_str(&ctx.format_extension);
@@ -511,11 +516,7 @@ impl<'a> Parser<'a> {
         }
         let name = body.get(..len).unwrap_or("");
         if name.is_empty() {
-            return Err(self.error(
-                start,
-                "empty variable `${}`",
-                Some(known_path_variables()),
-            ));
+            return Err(self.error(start, "empty variable `${}`", Some(known_path_variables())));
         }
         match PATH_VARIABLES.iter().find(|(n, _)| *n == name) {
             Some((_, var)) => {
@@ -772,7 +773,10 @@ mod tests {
                 message,
                 hint,
                 ..
-            } => (position, format!("{message} | {}", hint.unwrap_or_default())),
+            } => (
+                position,
+                format!("{message} | {}", hint.unwrap_or_default()),
+            ),
             other => panic!("unexpected error {other}"),
         }
     }
@@ -862,7 +866,10 @@ mod tests {
 
         let (pos, msg) = parse_err("data}x");
         assert_eq!(pos, 4);
-        assert!(msg.contains("unbalanced `}`") && msg.contains("`}}`"), "{msg}");
+        assert!(
+            msg.contains("unbalanced `}`") && msg.contains("`}}`"),
+            "{msg}"
+        );
 
         let (pos, msg) = parse_err("x/{date:yyyy_QQ}");
         assert_eq!(pos, 13);

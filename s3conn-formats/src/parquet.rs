@@ -1,0 +1,520 @@
+//! Apache Parquet.
+//!
+//! Reading uses the parquet crate's push decoders: the decoder asks for the byte ranges it
+//! needs (the footer first, then each row group's column chunks) and the caller fetches them,
+//! so a file is never held in memory whole. Every call into the parquet crate is guarded: a
+//! corrupt file that makes it panic becomes an [`Error::InvalidFile`], and the decoder refuses
+//! further use.
+//!
+//! Writing uses `ArrowWriter` into an in-memory output that the caller drains; row groups are
+//! closed at [`ParquetFormat::with_row_group_bytes`] (estimated encoded size) or
+//! [`ParquetFormat::with_max_row_group_rows`], whichever comes first, which bounds the memory a
+//! file being written holds.
+
+use std::ops::Range;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use bytes::Bytes;
+use parquet::DecodeResult;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::push_decoder::{ParquetPushDecoder, ParquetPushDecoderBuilder};
+use parquet::basic::{Compression as ParquetCodec, GzipLevel, ZstdLevel};
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataPushDecoder};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use crate::compression::{Compression, OutputBuffer};
+use crate::error::{Error, Result};
+use crate::plugin::{
+    DecodeInput, DecodeOptions, Decoder, EncodeOptions, Encoder, FormatPlugin, RangedDecoder,
+    RangedStep,
+};
+
+const FORMAT: &str = "parquet";
+
+/// The Parquet plugin (`.parquet`). Its settings apply to the files it writes.
+///
+/// ```
+/// use s3conn_formats::parquet::ParquetFormat;
+/// use parquet::basic::{Compression, ZstdLevel};
+/// let format = ParquetFormat::default()
+///     .with_compression(Compression::ZSTD(ZstdLevel::try_new(6).unwrap()))
+///     .with_row_group_bytes(32 << 20)
+///     .with_dictionary(true);
+/// # let _ = format;
+/// ```
+#[derive(Debug, Clone)]
+pub struct ParquetFormat {
+    compression: ParquetCodec,
+    row_group_bytes: usize,
+    max_row_group_rows: usize,
+    data_page_size: usize,
+    dictionary_page_size: usize,
+    dictionary: bool,
+    statistics: EnabledStatistics,
+}
+
+impl Default for ParquetFormat {
+    fn default() -> Self {
+        Self {
+            compression: ParquetCodec::ZSTD(ZstdLevel::default()),
+            row_group_bytes: 64 << 20,
+            max_row_group_rows: 1 << 20,
+            data_page_size: 1 << 20,
+            dictionary_page_size: 1 << 20,
+            dictionary: true,
+            statistics: EnabledStatistics::Page,
+        }
+    }
+}
+
+impl ParquetFormat {
+    /// The codec column chunks are compressed with (default: zstd level 1).
+    pub fn with_compression(mut self, compression: ParquetCodec) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// Close a row group once its estimated encoded size reaches this many bytes (default
+    /// 64 MiB). This bounds the memory of a file being written.
+    pub fn with_row_group_bytes(mut self, bytes: usize) -> Self {
+        self.row_group_bytes = bytes.max(1);
+        self
+    }
+
+    /// Close a row group at this many rows (default 1 Mi rows).
+    pub fn with_max_row_group_rows(mut self, rows: usize) -> Self {
+        self.max_row_group_rows = rows.max(1);
+        self
+    }
+
+    /// Target size of a data page (default 1 MiB).
+    pub fn with_data_page_size(mut self, bytes: usize) -> Self {
+        self.data_page_size = bytes.max(1);
+        self
+    }
+
+    /// Largest dictionary page before a column falls back to plain encoding (default 1 MiB).
+    pub fn with_dictionary_page_size(mut self, bytes: usize) -> Self {
+        self.dictionary_page_size = bytes.max(1);
+        self
+    }
+
+    /// Whether columns are dictionary encoded (default on).
+    pub fn with_dictionary(mut self, enabled: bool) -> Self {
+        self.dictionary = enabled;
+        self
+    }
+
+    /// Which statistics are written (default: per page).
+    pub fn with_statistics(mut self, statistics: EnabledStatistics) -> Self {
+        self.statistics = statistics;
+        self
+    }
+
+    fn properties(&self, options: &EncodeOptions) -> Result<WriterProperties> {
+        let codec = match (options.compression, options.compression_level) {
+            (Compression::None, None) => self.compression,
+            (Compression::None, Some(_)) => self.compression,
+            (Compression::Gzip, level) => ParquetCodec::GZIP(
+                GzipLevel::try_new(level.map_or(6, |l| l.clamp(0, 9).unsigned_abs())).map_err(
+                    |e| Error::Encode {
+                        format: FORMAT,
+                        message: e.to_string(),
+                    },
+                )?,
+            ),
+            (Compression::Zstd, level) => {
+                ParquetCodec::ZSTD(ZstdLevel::try_new(level.unwrap_or(3)).map_err(|e| {
+                    Error::Encode {
+                        format: FORMAT,
+                        message: e.to_string(),
+                    }
+                })?)
+            }
+            (other, _) => {
+                return Err(Error::Unsupported {
+                    what: format!(
+                        "{other} compression inside Parquet: use snappy, gzip, lz4, zstd or brotli on the Parquet plugin"
+                    ),
+                });
+            }
+        };
+        Ok(WriterProperties::builder()
+            .set_compression(codec)
+            .set_max_row_group_bytes(Some(self.row_group_bytes))
+            .set_max_row_group_row_count(Some(self.max_row_group_rows))
+            .set_data_page_size_limit(self.data_page_size)
+            .set_dictionary_page_size_limit(self.dictionary_page_size)
+            .set_dictionary_enabled(self.dictionary)
+            .set_statistics_enabled(self.statistics)
+            .set_created_by(concat!("s3conn ", env!("CARGO_PKG_VERSION")).to_owned())
+            .build())
+    }
+}
+
+impl FormatPlugin for ParquetFormat {
+    fn name(&self) -> &str {
+        FORMAT
+    }
+
+    fn extensions(&self) -> &[&str] {
+        &["parquet", "pq"]
+    }
+
+    fn content_type(&self) -> &str {
+        "application/vnd.apache.parquet"
+    }
+
+    fn is_self_compressing(&self) -> bool {
+        true
+    }
+
+    fn decoder(&self, input: &DecodeInput, options: &DecodeOptions) -> Result<Decoder> {
+        let size = input.size.ok_or_else(|| Error::Unsupported {
+            what: "reading Parquet without knowing the file size".into(),
+        })?;
+        let metadata = guard(|| ParquetMetaDataPushDecoder::try_new(size))?
+            .with_page_index_policy(PageIndexPolicy::Skip);
+        Ok(Decoder::Ranged(Box::new(ParquetDecoder {
+            state: State::Metadata(Box::new(metadata)),
+            batch_size: options.batch_size,
+        })))
+    }
+
+    fn encoder(&self, schema: SchemaRef, options: &EncodeOptions) -> Result<Box<dyn Encoder>> {
+        let props = self.properties(options)?;
+        let writer =
+            ArrowWriter::try_new(OutputBuffer::default(), schema, Some(props)).map_err(|e| {
+                Error::Schema {
+                    format: FORMAT,
+                    message: e.to_string(),
+                }
+            })?;
+        Ok(Box::new(ParquetEncoder {
+            writer,
+            finished: false,
+        }))
+    }
+}
+
+/// Run a call into the parquet crate, turning a panic into an error.
+fn guard<T>(f: impl FnOnce() -> parquet::errors::Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Error::InvalidFile {
+            format: FORMAT,
+            message: e.to_string(),
+        }),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown cause".into());
+            Err(Error::InvalidFile {
+                format: FORMAT,
+                message: format!("the file is corrupt (the parquet reader failed: {message})"),
+            })
+        }
+    }
+}
+
+enum State {
+    Metadata(Box<ParquetMetaDataPushDecoder>),
+    Data(Box<ParquetPushDecoder>),
+    Finished,
+    /// A previous call failed; the decoder's state is unknown.
+    Failed,
+}
+
+struct ParquetDecoder {
+    state: State,
+    batch_size: usize,
+}
+
+impl std::fmt::Debug for ParquetDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.state {
+            State::Metadata(_) => "metadata",
+            State::Data(_) => "data",
+            State::Finished => "finished",
+            State::Failed => "failed",
+        };
+        f.debug_struct("ParquetDecoder")
+            .field("state", &state)
+            .field("batch_size", &self.batch_size)
+            .finish()
+    }
+}
+
+impl ParquetDecoder {
+    fn step(&mut self) -> Result<RangedStep> {
+        loop {
+            match &mut self.state {
+                State::Metadata(d) => match guard(|| d.try_decode())? {
+                    DecodeResult::NeedsData(ranges) => return Ok(RangedStep::NeedsData(ranges)),
+                    DecodeResult::Data(metadata) => {
+                        let batch_size = self.batch_size;
+                        let data = guard(|| {
+                            ParquetPushDecoderBuilder::try_new_decoder(Arc::new(metadata))?
+                                .with_batch_size(batch_size)
+                                .build()
+                        })?;
+                        self.state = State::Data(Box::new(data));
+                    }
+                    DecodeResult::Finished => {
+                        return Err(Error::InvalidFile {
+                            format: FORMAT,
+                            message: "no metadata found".into(),
+                        });
+                    }
+                },
+                State::Data(d) => match guard(|| d.try_decode())? {
+                    DecodeResult::NeedsData(ranges) => return Ok(RangedStep::NeedsData(ranges)),
+                    DecodeResult::Data(batch) => return Ok(RangedStep::Batch(batch)),
+                    DecodeResult::Finished => {
+                        self.state = State::Finished;
+                        return Ok(RangedStep::Finished);
+                    }
+                },
+                State::Finished => return Ok(RangedStep::Finished),
+                State::Failed => {
+                    return Err(Error::InvalidFile {
+                        format: FORMAT,
+                        message: "the decoder already failed on this file".into(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl RangedDecoder for ParquetDecoder {
+    fn try_decode(&mut self) -> Result<RangedStep> {
+        let result = self.step();
+        if result.is_err() {
+            self.state = State::Failed;
+        }
+        result
+    }
+
+    fn push_ranges(&mut self, ranges: Vec<Range<u64>>, data: Vec<Bytes>) -> Result<()> {
+        let result = match &mut self.state {
+            State::Metadata(d) => guard(|| d.push_ranges(ranges, data)),
+            State::Data(d) => guard(|| d.push_ranges(ranges, data)),
+            State::Finished | State::Failed => Ok(()),
+        };
+        if result.is_err() {
+            self.state = State::Failed;
+        }
+        result
+    }
+}
+
+struct ParquetEncoder {
+    writer: ArrowWriter<OutputBuffer>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for ParquetEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParquetEncoder")
+            .field("bytes_written", &self.bytes_written())
+            .field("buffered_bytes", &self.buffered_bytes())
+            .field("finished", &self.finished)
+            .finish()
+    }
+}
+
+fn encode_error(e: parquet::errors::ParquetError) -> Error {
+    Error::Encode {
+        format: FORMAT,
+        message: e.to_string(),
+    }
+}
+
+impl ParquetEncoder {
+    fn check_open(&self) -> Result<()> {
+        if self.finished {
+            return Err(Error::Encode {
+                format: FORMAT,
+                message: "the file is already finished".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Encoder for ParquetEncoder {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.check_open()?;
+        self.writer.write(batch).map_err(encode_error)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.check_open()?;
+        self.writer.flush().map_err(encode_error)
+    }
+
+    fn take_output(&mut self) -> Bytes {
+        // Only drains bytes the writer has already accounted for; it never writes.
+        self.writer.inner_mut().take()
+    }
+
+    fn finish(&mut self) -> Result<Bytes> {
+        self.check_open()?;
+        self.finished = true;
+        self.writer.finish().map_err(encode_error)?;
+        Ok(self.take_output())
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.writer.bytes_written() as u64
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        if self.finished {
+            0
+        } else {
+            self.writer.memory_size()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use arrow_array::{ArrayRef, Int64Array, StringArray};
+
+    fn batch(start: i64, n: i64) -> RecordBatch {
+        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(start..start + n));
+        let names: ArrayRef = Arc::new(StringArray::from_iter(
+            (start..start + n).map(|i| (i % 3 != 0).then(|| format!("név-{i}"))),
+        ));
+        RecordBatch::try_from_iter([("id", ids), ("name", names)]).unwrap()
+    }
+
+    fn encode(format: &ParquetFormat, batches: &[RecordBatch]) -> Bytes {
+        let mut enc = format
+            .encoder(batches[0].schema(), &EncodeOptions::default())
+            .unwrap();
+        let mut out = Vec::new();
+        for b in batches {
+            enc.write(b).unwrap();
+            out.extend_from_slice(&enc.take_output());
+        }
+        out.extend_from_slice(&enc.finish().unwrap());
+        assert_eq!(enc.bytes_written(), out.len() as u64);
+        Bytes::from(out)
+    }
+
+    /// Drive a ranged decoder over in-memory bytes.
+    pub(crate) fn decode_all(file: &Bytes) -> Result<Vec<RecordBatch>> {
+        let Decoder::Ranged(mut d) = ParquetFormat::default().decoder(
+            &DecodeInput::with_size(file.len() as u64),
+            &DecodeOptions::default().with_batch_size(1000),
+        )?
+        else {
+            panic!("parquet is ranged")
+        };
+        let mut out = Vec::new();
+        loop {
+            match d.try_decode()? {
+                RangedStep::NeedsData(ranges) => {
+                    let data = ranges
+                        .iter()
+                        .map(|r| file.slice(r.start as usize..r.end as usize))
+                        .collect();
+                    d.push_ranges(ranges, data)?;
+                }
+                RangedStep::Batch(b) => out.push(b),
+                RangedStep::Finished => return Ok(out),
+            }
+        }
+    }
+
+    #[test]
+    fn roundtrip_with_several_row_groups() {
+        let format = ParquetFormat::default().with_max_row_group_rows(1000);
+        let input: Vec<RecordBatch> = (0..5).map(|i| batch(i * 2000, 2000)).collect();
+        let file = encode(&format, &input);
+        let out = decode_all(&file).unwrap();
+        assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 10_000);
+        let all = arrow_select_concat(&out);
+        assert_eq!(all, arrow_select_concat(&input));
+    }
+
+    fn arrow_select_concat(batches: &[RecordBatch]) -> Vec<(i64, Option<String>)> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let ids = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .clone();
+                let names = b
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .unwrap()
+                    .clone();
+                (0..b.num_rows())
+                    .map(|i| {
+                        (
+                            ids.value(i),
+                            (!arrow_array::Array::is_null(&names, i))
+                                .then(|| names.value(i).to_owned()),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn corrupt_files_are_errors_not_panics() {
+        let file = encode(&ParquetFormat::default(), &[batch(0, 100)]);
+        // Truncations, flipped bytes in the footer, garbage.
+        let mut cases: Vec<Vec<u8>> = vec![
+            b"PAR1".to_vec(),
+            b"PAR1PAR1".to_vec(),
+            b"not a parquet file at all".to_vec(),
+            file.slice(..file.len() / 2).to_vec(),
+        ];
+        for i in 1..64.min(file.len()) {
+            let mut f = file.to_vec();
+            let at = f.len() - 8 - i;
+            f[at] ^= 0xff;
+            cases.push(f);
+        }
+        for case in cases {
+            let _ = decode_all(&Bytes::from(case));
+        }
+        let err = decode_all(&Bytes::from_static(b"tiny")).unwrap_err();
+        assert!(matches!(err, Error::InvalidFile { .. }), "{err}");
+    }
+
+    #[test]
+    fn row_group_bytes_bound_the_buffer() {
+        let format = ParquetFormat::default()
+            .with_row_group_bytes(256 << 10)
+            .with_dictionary(false);
+        let mut enc = format
+            .encoder(batch(0, 1).schema(), &EncodeOptions::default())
+            .unwrap();
+        let mut max_buffered = 0;
+        for i in 0..200 {
+            enc.write(&batch(i * 1000, 1000)).unwrap();
+            let _ = enc.take_output();
+            max_buffered = max_buffered.max(enc.buffered_bytes());
+        }
+        enc.finish().unwrap();
+        assert!(max_buffered < 4 << 20, "buffered {max_buffered} bytes");
+    }
+}
