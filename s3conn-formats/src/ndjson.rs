@@ -149,6 +149,8 @@ impl NdjsonDecoder {
                 format: FORMAT,
                 message: format!("cannot infer a schema from the first lines: {e}"),
             })?;
+        // Columns come in the order the data first shows them (serde_json keeps object
+        // order with its `preserve_order` feature, which this crate enables).
         Ok(Arc::new(settle_nulls(&schema)))
     }
 
@@ -674,6 +676,24 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("longer than 1000 bytes"), "{err}");
+    }
+
+    #[test]
+    fn inferred_columns_keep_the_order_of_the_data() {
+        let data = "{\"z\": 1, \"a\": {\"y\": 1, \"b\": 2}, \"m\": [{\"q\": 1, \"c\": 2}], \"k9\": 1, \"k8\": 1, \"k7\": 1, \"k6\": 1, \"k5\": 1, \"k4\": 1, \"k3\": 1}\n";
+        for _ in 0..5 {
+            let batches = decode(data.as_bytes(), 3, DecodeOptions::default()).unwrap();
+            let schema = batches[0].schema();
+            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            assert_eq!(names, ["z", "a", "m", "k9", "k8", "k7", "k6", "k5", "k4", "k3"]);
+            let DataType::Struct(inner) = schema.field(1).data_type() else { panic!() };
+            let inner: Vec<&str> = inner.iter().map(|f| f.name().as_str()).collect();
+            assert_eq!(inner, ["y", "b"]);
+            let DataType::List(item) = schema.field(2).data_type() else { panic!() };
+            let DataType::Struct(inner) = item.data_type() else { panic!() };
+            let inner: Vec<&str> = inner.iter().map(|f| f.name().as_str()).collect();
+            assert_eq!(inner, ["q", "c"]);
+        }
     }
 
     #[test]
