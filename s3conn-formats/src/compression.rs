@@ -221,11 +221,13 @@ where
 
 /// An in-memory output that encoders write into and callers drain.
 #[derive(Debug, Default)]
+#[cfg_attr(not(any(feature = "json", feature = "parquet")), allow(dead_code))]
 pub(crate) struct OutputBuffer {
     buf: Vec<u8>,
     total: u64,
 }
 
+#[cfg_attr(not(any(feature = "json", feature = "parquet")), allow(dead_code))]
 impl OutputBuffer {
     pub(crate) fn take(&mut self) -> Bytes {
         Bytes::from(std::mem::take(&mut self.buf))
@@ -248,7 +250,8 @@ impl Write for OutputBuffer {
     }
 }
 
-/// A writer that compresses into an [`OutputBuffer`].
+/// A writer that compresses into an [`OutputBuffer`] (used by the row formats).
+#[cfg_attr(not(feature = "json"), allow(dead_code))]
 pub(crate) enum CompressingWriter {
     Plain(OutputBuffer),
     Gzip(flate2::write::GzEncoder<OutputBuffer>),
@@ -268,6 +271,7 @@ impl fmt::Debug for CompressingWriter {
     }
 }
 
+#[cfg_attr(not(feature = "json"), allow(dead_code))]
 impl CompressingWriter {
     pub(crate) fn new(compression: Compression, level: Option<i32>) -> Result<Self> {
         let out = OutputBuffer::default();

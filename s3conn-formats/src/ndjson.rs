@@ -685,12 +685,21 @@ mod tests {
             let batches = decode(data.as_bytes(), 3, DecodeOptions::default()).unwrap();
             let schema = batches[0].schema();
             let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-            assert_eq!(names, ["z", "a", "m", "k9", "k8", "k7", "k6", "k5", "k4", "k3"]);
-            let DataType::Struct(inner) = schema.field(1).data_type() else { panic!() };
+            assert_eq!(
+                names,
+                ["z", "a", "m", "k9", "k8", "k7", "k6", "k5", "k4", "k3"]
+            );
+            let DataType::Struct(inner) = schema.field(1).data_type() else {
+                panic!()
+            };
             let inner: Vec<&str> = inner.iter().map(|f| f.name().as_str()).collect();
             assert_eq!(inner, ["y", "b"]);
-            let DataType::List(item) = schema.field(2).data_type() else { panic!() };
-            let DataType::Struct(inner) = item.data_type() else { panic!() };
+            let DataType::List(item) = schema.field(2).data_type() else {
+                panic!()
+            };
+            let DataType::Struct(inner) = item.data_type() else {
+                panic!()
+            };
             let inner: Vec<&str> = inner.iter().map(|f| f.name().as_str()).collect();
             assert_eq!(inner, ["q", "c"]);
         }

@@ -40,6 +40,9 @@ pub enum FaultKind {
     Before,
     /// Let the call succeed in the store, then report an error: the answer was lost.
     AnswerLost,
+    /// Make the call twice and return the second answer: a client retry after a lost answer
+    /// (a conditional create then meets its own first write).
+    Retried,
 }
 
 #[derive(Debug)]
@@ -86,20 +89,23 @@ fn injected(op: Op, path: &str) -> object_store::Error {
     }
 }
 
-async fn run<T>(
-    shared: &Mutex<Shared>,
-    op: Op,
-    path: &str,
-    call: impl std::future::Future<Output = Result<T>>,
-) -> Result<T> {
+async fn run<T, F, Fut>(shared: &Mutex<Shared>, op: Op, path: &str, mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
     let decision = shared.lock().unwrap().check(op, path);
     match decision {
         Some(FaultKind::Before) => Err(injected(op, path)),
         Some(FaultKind::AnswerLost) => {
-            call.await?;
+            call().await?;
             Err(injected(op, path))
         }
-        None => call.await,
+        Some(FaultKind::Retried) => {
+            let _ = call().await;
+            call().await
+        }
+        None => call().await,
     }
 }
 
@@ -182,12 +188,9 @@ impl ObjectStore for FaultyStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        run(
-            &self.shared,
-            Op::Put,
-            location.as_ref(),
-            self.inner.put_opts(location, payload, opts),
-        )
+        run(&self.shared, Op::Put, location.as_ref(), || {
+            self.inner.put_opts(location, payload.clone(), opts.clone())
+        })
         .await
     }
 
@@ -196,12 +199,9 @@ impl ObjectStore for FaultyStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
-        let inner = run(
-            &self.shared,
-            Op::PutMultipart,
-            location.as_ref(),
-            self.inner.put_multipart_opts(location, opts),
-        )
+        let inner = run(&self.shared, Op::PutMultipart, location.as_ref(), || {
+            self.inner.put_multipart_opts(location, opts.clone())
+        })
         .await?;
         Ok(Box::new(FaultyUpload {
             inner,
@@ -211,22 +211,16 @@ impl ObjectStore for FaultyStore {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        run(
-            &self.shared,
-            Op::Get,
-            location.as_ref(),
-            self.inner.get_opts(location, options),
-        )
+        run(&self.shared, Op::Get, location.as_ref(), || {
+            self.inner.get_opts(location, options.clone())
+        })
         .await
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        run(
-            &self.shared,
-            Op::Get,
-            location.as_ref(),
-            self.inner.get_ranges(location, ranges),
-        )
+        run(&self.shared, Op::Get, location.as_ref(), || {
+            self.inner.get_ranges(location, ranges)
+        })
         .await
     }
 
@@ -261,22 +255,16 @@ impl ObjectStore for FaultyStore {
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
         let p = prefix.map(|p| p.to_string()).unwrap_or_default();
-        run(
-            &self.shared,
-            Op::List,
-            &p,
-            self.inner.list_with_delimiter(prefix),
-        )
+        run(&self.shared, Op::List, &p, || {
+            self.inner.list_with_delimiter(prefix)
+        })
         .await
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        run(
-            &self.shared,
-            Op::Copy,
-            to.as_ref(),
-            self.inner.copy_opts(from, to, options),
-        )
+        run(&self.shared, Op::Copy, to.as_ref(), || {
+            self.inner.copy_opts(from, to, options.clone())
+        })
         .await
     }
 }
@@ -297,7 +285,15 @@ impl MultipartUpload for FaultyUpload {
     async fn complete(&mut self) -> Result<PutResult> {
         let shared = Arc::clone(&self.shared);
         let path = self.path.clone();
-        run(&shared, Op::CompleteMultipart, &path, self.inner.complete()).await
+        let decision = shared.lock().unwrap().check(Op::CompleteMultipart, &path);
+        match decision {
+            Some(FaultKind::Before) => Err(injected(Op::CompleteMultipart, &path)),
+            Some(FaultKind::AnswerLost) => {
+                self.inner.complete().await?;
+                Err(injected(Op::CompleteMultipart, &path))
+            }
+            Some(FaultKind::Retried) | None => self.inner.complete().await,
+        }
     }
 
     async fn abort(&mut self) -> Result<()> {

@@ -1,0 +1,2 @@
+//! The reference host (placeholder until it is written).
+fn main() {}

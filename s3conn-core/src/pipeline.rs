@@ -1,0 +1,368 @@
+//! The [`Pipeline`]: one sync from a source to a sink, committing source state only after
+//! the sink has made the data durable.
+//!
+//! ```text
+//!  load state ─▶ recover pending ─▶ sink.begin ─▶ source.read ─▶ sink.write* ─┐
+//!                                                                             │
+//!  ┌──────────────────────────────────────────────────────────────────────────┘
+//!  ▼
+//!  save {committed: N, pending: N+1} ─▶ sink.commit(checkpoint N+1) ─▶ save {committed: N+1}
+//!                                                                    ─▶ sink.write_report
+//! ```
+//!
+//! The state is saved twice around the sink's commit. If the process dies after the sink
+//! committed but before the second save, the next run finds checkpoint N+1 pending, asks the
+//! sink whether it committed it ([`Sink::committed_checkpoint`]), and promotes it: the data is
+//! neither lost nor written twice. If the sink had not committed, the pending checkpoint is
+//! dropped and the data is read again. Any failure before the commit aborts the sink, so
+//! nothing of the failed attempt becomes visible.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use s3conn_layout::{SyncReport, SyncStatus};
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use crate::error::{Error, Result};
+use crate::record::{StreamId, SyncMode};
+use crate::sink::{CommitRequest, Sink, SyncContext};
+use crate::source::{Notice, ReadRequest, Source, SourceMessage, SourceState};
+use crate::state::{StateStore, StateVersion, validate_key};
+
+/// Progress of a running sync, handed to the callback set with
+/// [`Pipeline::with_progress`] after every batch and every object.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Progress {
+    /// The stream of the latest batch.
+    pub stream: Option<StreamId>,
+    /// Rows read so far in this sync.
+    pub rows: u64,
+    /// Objects read completely so far.
+    pub objects: u64,
+    /// Bytes of the objects read completely so far.
+    pub bytes: u64,
+}
+
+/// A progress callback.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct StoredState {
+    version: u32,
+    #[serde(default)]
+    committed: Option<Checkpoint>,
+    #[serde(default)]
+    pending: Option<Checkpoint>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Checkpoint {
+    seq: u64,
+    sync_id: String,
+    at: i64,
+    #[serde(default)]
+    source: Option<SourceState>,
+}
+
+/// A source, a sink and a state store, run one sync at a time.
+///
+/// ```
+/// use std::sync::Arc;
+/// use arrow_array::{Int64Array, RecordBatch};
+/// use s3conn_core::memory::{MemorySink, MemorySource};
+/// use s3conn_core::state::MemoryStateStore;
+/// use s3conn_core::{Pipeline, StreamId};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> s3conn_core::Result<()> {
+/// let source = MemorySource::new();
+/// let batch = RecordBatch::try_from_iter([("n", Arc::new(Int64Array::from(vec![1, 2, 3])) as _)]).unwrap();
+/// source.push(StreamId::new("numbers"), batch);
+///
+/// let sink = MemorySink::new();
+/// let mut pipeline = Pipeline::new("demo", source.clone(), sink.clone(), MemoryStateStore::new())?;
+/// let report = pipeline.run().await?;
+/// assert_eq!(report.rows, 3);
+/// // Nothing new: the next run moves nothing.
+/// assert_eq!(pipeline.run().await?.rows, 0);
+/// assert_eq!(sink.committed_rows(), 3);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Pipeline<S, K, T> {
+    id: String,
+    source: S,
+    sink: K,
+    state: T,
+    default_mode: SyncMode,
+    modes: HashMap<String, SyncMode>,
+    next_sync_in: Option<chrono::Duration>,
+    progress: Option<ProgressFn>,
+}
+
+impl<S: fmt::Debug, K: fmt::Debug, T: fmt::Debug> fmt::Debug for Pipeline<S, K, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("id", &self.id)
+            .field("source", &self.source)
+            .field("sink", &self.sink)
+            .field("state", &self.state)
+            .field("default_mode", &self.default_mode)
+            .field("modes", &self.modes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Source, K: Sink, T: StateStore> Pipeline<S, K, T> {
+    /// A pipeline named `id` (its state key: letters, digits, `.`, `_`, `-`).
+    pub fn new(id: impl Into<String>, source: S, sink: K, state: T) -> Result<Self> {
+        let id = id.into();
+        validate_key(&id)?;
+        Ok(Self {
+            id,
+            source,
+            sink,
+            state,
+            default_mode: SyncMode::Incremental,
+            modes: HashMap::new(),
+            next_sync_in: None,
+            progress: None,
+        })
+    }
+
+    /// The mode of streams without their own (default: incremental).
+    pub fn with_default_mode(mut self, mode: SyncMode) -> Self {
+        self.default_mode = mode;
+        self
+    }
+
+    /// The mode of one stream, by name (`name` or `namespace.name`).
+    pub fn with_mode(mut self, stream: impl Into<String>, mode: SyncMode) -> Self {
+        self.modes.insert(stream.into(), mode);
+        self
+    }
+
+    /// Report the next planned sync this long after each run's start (`next_sync_at`).
+    pub fn with_next_sync_in(mut self, interval: chrono::Duration) -> Self {
+        self.next_sync_in = Some(interval);
+        self
+    }
+
+    /// Call `progress` after every batch.
+    pub fn with_progress(mut self, progress: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(progress));
+        self
+    }
+
+    /// The pipeline's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The source.
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
+    /// The sink.
+    pub fn sink(&self) -> &K {
+        &self.sink
+    }
+
+    /// The state store.
+    pub fn state_store(&self) -> &T {
+        &self.state
+    }
+
+    fn mode_of(&self, stream: &StreamId) -> SyncMode {
+        self.modes
+            .get(&stream.to_string())
+            .or_else(|| self.modes.get(stream.name()))
+            .copied()
+            .unwrap_or(self.default_mode)
+    }
+
+    /// Run one sync. Returns the sync report, which the sink has also recorded.
+    ///
+    /// On error, nothing of this run is visible in the sink and the state has not moved
+    /// (or, if the failure came after the sink's commit, the next run completes the commit).
+    pub async fn run(&mut self) -> Result<SyncReport> {
+        let started = Utc::now();
+        let sync_id = uuid::Uuid::now_v7().to_string();
+        let span = tracing::info_span!("sync", pipeline = %self.id, sync_id = %sync_id);
+        async move {
+            let mut report = SyncReport::new(&sync_id, started.timestamp_millis());
+            let mut committed = false;
+            let outcome = self
+                .sync(&sync_id, started, &mut report, &mut committed)
+                .await;
+            report.finish_time = Utc::now().timestamp_millis();
+            report.next_sync_at = self
+                .next_sync_in
+                .map(|d| (started + d).timestamp_millis());
+            match outcome {
+                Ok(()) => {
+                    report.status = SyncStatus::Succeeded;
+                    self.sink.write_report(&report).await?;
+                    tracing::info!(rows = report.rows, files = report.files, bytes = report.bytes, "sync succeeded");
+                    Ok(report)
+                }
+                Err(error) => {
+                    if !committed && let Err(e) = self.sink.abort().await {
+                        tracing::warn!(error = %e, "aborting the sink failed; the next run cleans up");
+                    }
+                    report.status = if committed {
+                        SyncStatus::Partial
+                    } else {
+                        SyncStatus::Failed
+                    };
+                    report.error = Some(error.to_string());
+                    if let Err(e) = self.sink.write_report(&report).await {
+                        tracing::warn!(error = %e, "the failed sync's report could not be written");
+                    }
+                    tracing::error!(error = %error, "sync failed");
+                    Err(error)
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn load_state(&self) -> Result<(StoredState, Option<StateVersion>)> {
+        match self.state.load(&self.id).await? {
+            None => Ok((StoredState::default(), None)),
+            Some(v) => {
+                let stored = serde_json::from_slice(&v.value).map_err(|e| Error::State {
+                    key: self.id.clone(),
+                    reason: e.to_string(),
+                })?;
+                Ok((stored, Some(v.version)))
+            }
+        }
+    }
+
+    async fn save_state(
+        &self,
+        stored: &StoredState,
+        expected: Option<StateVersion>,
+    ) -> Result<StateVersion> {
+        let mut stored = stored.clone();
+        stored.version = 1;
+        let bytes = serde_json::to_vec(&stored).map_err(|e| Error::State {
+            key: self.id.clone(),
+            reason: e.to_string(),
+        })?;
+        self.state
+            .save(&self.id, Bytes::from(bytes), expected)
+            .await
+    }
+
+    async fn sync(
+        &mut self,
+        sync_id: &str,
+        started: DateTime<Utc>,
+        report: &mut SyncReport,
+        committed: &mut bool,
+    ) -> Result<()> {
+        let (mut stored, mut version) = self.load_state().await?;
+
+        if let Some(pending) = stored.pending.take() {
+            let done = self.sink.committed_checkpoint(&self.id).await?;
+            if done.is_some_and(|seq| seq >= pending.seq) {
+                tracing::info!(
+                    seq = pending.seq,
+                    "the sink committed checkpoint {} before a crash; promoting it",
+                    pending.seq
+                );
+                stored.committed = Some(pending);
+            } else {
+                tracing::info!(
+                    seq = pending.seq,
+                    "checkpoint {} was never committed; its data is read again",
+                    pending.seq
+                );
+            }
+            version = Some(self.save_state(&stored, version).await?);
+        }
+
+        let mut ctx = SyncContext::new(&self.id).with_started_at(started);
+        ctx.sync_id = sync_id.to_owned();
+        let mut request =
+            ReadRequest::from_state(stored.committed.as_ref().and_then(|c| c.source.clone()));
+        for info in self.source.streams().await? {
+            let mode = self.mode_of(&info.id);
+            ctx = ctx.with_stream(info.id.clone(), mode);
+            request = request.with_mode(info.id, mode);
+        }
+
+        self.sink.begin(&ctx).await?;
+        let mut messages = self.source.read(request).await?;
+        let mut latest: Option<SourceState> = None;
+        let mut progress = Progress::default();
+        while let Some(message) = messages.next().await {
+            match message? {
+                SourceMessage::Batch(batch) => {
+                    if batch.num_rows() == 0 {
+                        continue;
+                    }
+                    progress.rows += batch.num_rows() as u64;
+                    progress.stream = Some(batch.stream.clone());
+                    self.sink.write(batch).await?;
+                    if let Some(f) = &self.progress {
+                        f(&progress);
+                    }
+                }
+                SourceMessage::Checkpoint(state) => latest = Some(state),
+                SourceMessage::Notice(notice) => match notice {
+                    Notice::ObjectRead { bytes, .. } => {
+                        progress.objects += 1;
+                        progress.bytes += bytes;
+                        if let Some(f) = &self.progress {
+                            f(&progress);
+                        }
+                    }
+                    Notice::SkippedRows { rows, stream, uri } => {
+                        tracing::warn!(%stream, %uri, rows, "rows skipped under the error policy");
+                        report.skipped_rows += rows;
+                    }
+                    Notice::LateArrival { stream, uri } => {
+                        tracing::warn!(%stream, %uri, "late arrival");
+                        report.late_arrivals += 1;
+                    }
+                },
+            }
+        }
+        drop(messages);
+
+        let seq = stored.committed.as_ref().map_or(1, |c| c.seq + 1);
+        let checkpoint = Checkpoint {
+            seq,
+            sync_id: sync_id.to_owned(),
+            at: Utc::now().timestamp_millis(),
+            source: latest.or_else(|| stored.committed.as_ref().and_then(|c| c.source.clone())),
+        };
+        stored.pending = Some(checkpoint.clone());
+        let version = self.save_state(&stored, version).await?;
+
+        let receipt = self.sink.commit(&CommitRequest::checkpoint(seq)).await?;
+        *committed = true;
+
+        stored.committed = Some(checkpoint);
+        stored.pending = None;
+        self.save_state(&stored, Some(version)).await?;
+
+        report.rows = receipt.rows();
+        report.bytes = receipt.bytes();
+        report.files = receipt.files.len() as u64;
+        report.dump_id = receipt.dump_id;
+        report.streams = receipt.streams;
+        Ok(())
+    }
+}

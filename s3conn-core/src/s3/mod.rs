@@ -1,0 +1,9 @@
+//! The S3 source and sink: the project's own implementations of [`Source`](crate::Source)
+//! and [`Sink`](crate::Sink), over any object store a [`Connection`](s3conn_auth::Connection)
+//! gives (S3, S3-compatible stores, local folders, memory).
+
+mod sink;
+mod source;
+
+pub use sink::{S3Sink, S3SinkBuilder};
+pub use source::{S3Source, S3SourceBuilder, S3StreamConfig};
