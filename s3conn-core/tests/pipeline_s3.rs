@@ -468,3 +468,63 @@ async fn rolled_multipart_files_and_parquet_sources() {
     let batches: Vec<_> = all.batches.into_iter().map(|b| b.records).collect();
     assert_eq!(rows_by_id(&batches), expected_rows(0..60_000));
 }
+
+/// A multipart completion fails: while rolling (in `write`) or at `commit`. The sync is
+/// aborted, nothing stays behind, and the rerun commits every row once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_multipart_upload_is_aborted_and_the_rerun_is_exact() {
+    for target in [6 << 20, 512 << 20] {
+        failed_multipart_upload(target).await;
+    }
+}
+
+async fn failed_multipart_upload(target_file_size: u64) {
+    let s = Setup::new().await;
+    s.land(0, 3, 20_000).await;
+    let faulty = FaultyStore::new(Arc::clone(&s.raw));
+    faulty.fail(Op::CompleteMultipart, "/events/", FaultKind::Before, 0, 1);
+    let sink = |store: Arc<dyn ObjectStore>| {
+        S3Sink::builder(connection_over(store, &s.server, WAREHOUSE))
+            .with_format(Arc::new(
+                s3conn_core::formats::parquet::ParquetFormat::default()
+                    .with_max_row_group_rows(5_000)
+                    .with_compression(parquet::basic::Compression::UNCOMPRESSED)
+                    .with_dictionary(false),
+            ))
+            .with_part_size(5 << 20)
+            .with_target_file_size(target_file_size)
+            .build()
+            .unwrap()
+    };
+    let state = s.state();
+    let mut pipeline = Pipeline::new(
+        "p",
+        s.source(),
+        sink(faulty.clone() as Arc<dyn ObjectStore>),
+        state.clone(),
+    )
+    .unwrap();
+    let err = pipeline.run().await.unwrap_err();
+    assert!(err.to_string().contains("injected fault"), "{err}");
+    assert_eq!(faulty.fired(), 1);
+    assert!(manifests(&s.raw, WAREHOUSE).await.is_empty());
+    assert!(
+        s.data_files().await.is_empty(),
+        "the aborted sync leaves no data file (target {target_file_size})"
+    );
+    assert!(
+        keys(&s.raw, &format!("{WAREHOUSE}/_s3conn"))
+            .await
+            .is_empty(),
+        "abort removes the intent log (target {target_file_size})"
+    );
+
+    let mut pipeline = Pipeline::new("p", s.source(), sink(Arc::clone(&s.raw)), state).unwrap();
+    let report = pipeline.run().await.unwrap();
+    assert_eq!(report.rows, 60_000);
+    assert_eq!(s.committed().await, expected_rows(0..60_000));
+    assert_eq!(
+        s.data_files().await,
+        live_files(&s.raw, s.server.bucket(), WAREHOUSE, "events").await
+    );
+}

@@ -756,18 +756,32 @@ impl Sink for S3Sink {
         let cfg = Arc::clone(&self.cfg);
         let span = tracing::info_span!("commit", root = %cfg.connection.url());
         let _enter = span.enter();
-        let mut sync = self
+        let in_progress = self
             .sync
-            .take()
+            .as_mut()
             .ok_or_else(|| Error::Protocol("commit called before begin".into()))?;
-        // From here on a failure leaves the attempt to the next begin's clean-up.
-        while !sync.open.is_empty() {
-            sync.close_file(&cfg, 0).await?;
+        // Until the manifest put starts, a failure leaves the sync to `abort`.
+        while !in_progress.open.is_empty() {
+            in_progress.close_file(&cfg, 0).await?;
         }
-        let written: HashSet<String> = sync.closed.iter().map(|f| f.key.to_string()).collect();
-        for key in sync.intent.keys.iter().filter(|k| !written.contains(*k)) {
+        let written: HashSet<String> = in_progress
+            .closed
+            .iter()
+            .map(|f| f.key.to_string())
+            .collect();
+        for key in in_progress
+            .intent
+            .keys
+            .iter()
+            .filter(|k| !written.contains(*k))
+        {
             delete_if_exists(&cfg, &Path::from(key.as_str())).await?;
         }
+        // From here on a failure may hide a manifest that landed: the attempt is left to
+        // the next begin's clean-up, which reads the manifest before deleting anything.
+        let Some(mut sync) = self.sync.take() else {
+            return Err(Error::Protocol("lost track of the sync".into()));
+        };
 
         let full_refresh: Vec<StreamId> = sync
             .ctx
