@@ -73,6 +73,11 @@ pub use state::{StateStore, StateVersion, Versioned};
 
 /// Connections: `s3conn-auth`.
 pub use s3conn_auth as auth;
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 /// Codec plugins: `s3conn-formats`.
 pub use s3conn_formats as formats;
 /// Key templates, manifests and reports: `s3conn-layout`.

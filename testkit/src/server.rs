@@ -28,7 +28,15 @@ impl S3Server {
         let bucket = "test-bucket".to_owned();
         std::fs::create_dir_all(root.path().join(&bucket)).expect("create the bucket folder");
         let access_key = format!("AKIA{:016}", std::process::id());
-        let secret_key = format!("secret-{}-{:?}", std::process::id(), root.path());
+        let unique = root
+            .path()
+            .file_name()
+            .map(|n| {
+                n.to_string_lossy()
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+            })
+            .unwrap_or_default();
+        let secret_key = format!("secret-{}-{unique}", std::process::id());
 
         let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs over the temporary folder");
         let mut builder = s3s::service::S3ServiceBuilder::new(fs);

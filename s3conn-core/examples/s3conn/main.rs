@@ -1,2 +1,131 @@
-//! The reference host (placeholder until it is written).
-fn main() {}
+//! `s3conn`: the reference host. It assembles s3conn pipelines from a config file and
+//! exposes each capability as a subcommand, so anyone can drive the library without writing
+//! Rust.
+//!
+//! ```text
+//! s3conn demo [--dir DIR] [--events N]   push sample events into a local-folder bucket, pull
+//!                                        the new ones back, print the sync report
+//! s3conn sync CONFIG.toml                run one sync described by a config file
+//! ```
+//!
+//! The sync report goes to stdout as JSON; progress and errors go to stderr. A failure exits
+//! with status 1 (2 for a bad command line or config) and says what failed and where.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod config;
+mod demo;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Move data between applications and S3.
+#[derive(Debug, Parser)]
+#[command(name = "s3conn", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Push sample events into a local folder used as a bucket, then pull what is new back
+    /// through the S3 source into Parquet. Run it again: only the new events move.
+    Demo {
+        /// The folder that plays the bucket (and keeps the demo's state).
+        #[arg(long, default_value = "s3conn-demo")]
+        dir: PathBuf,
+        /// How many events to generate on this run.
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+    },
+    /// Run one sync described by a TOML config file (see README).
+    Sync {
+        /// The config file.
+        config: PathBuf,
+    },
+}
+
+/// A failure, with the exit status it maps to.
+pub(crate) enum Failure {
+    /// Bad configuration: exit 2.
+    Config(String),
+    /// The run failed: exit 1.
+    Run(s3conn_core::Error),
+}
+
+impl From<s3conn_core::Error> for Failure {
+    fn from(e: s3conn_core::Error) -> Self {
+        match e {
+            s3conn_core::Error::Config { .. } | s3conn_core::Error::Auth(_) => {
+                Self::Config(chain(&e))
+            }
+            other => Self::Run(other),
+        }
+    }
+}
+
+/// An error and its causes, one per line.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str("\n  caused by: ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Demo { dir, events } => demo::run(&dir, events).await,
+            Command::Sync { config } => config::run(&config).await,
+        }
+    });
+    match outcome {
+        Ok(report) => match serde_json::to_string_pretty(&report) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot print the report: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(Failure::Config(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(e)) => {
+            eprintln!("error: {}", chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}

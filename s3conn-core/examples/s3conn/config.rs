@@ -1,0 +1,442 @@
+//! `s3conn sync CONFIG`: a pipeline described by a TOML file.
+//!
+//! ```toml
+//! [pipeline]
+//! id = "events-to-warehouse"      # names the state; letters, digits, . _ -
+//! mode = "incremental"            # or "full_refresh"; per stream: [pipeline.modes]
+//!
+//! [source]
+//! type = "s3"
+//! start_date = "2024-01-01T00:00:00Z"   # optional: backfill from here
+//! [source.connection]
+//! url = "s3://customer-bucket/landing"
+//! [[source.streams]]
+//! name = "events"
+//! prefix = "events"
+//! format = "ndjson"
+//!
+//! [sink]
+//! type = "s3"
+//! format = "parquet"
+//! [sink.connection]
+//! url = "s3://warehouse/exports"
+//!
+//! [state]
+//! type = "local"
+//! path = "state"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use s3conn_core::auth::ConnectionConfig;
+use s3conn_core::formats::compression::Compression;
+use s3conn_core::formats::parquet::ParquetFormat;
+use s3conn_core::formats::{DecodeOptions, EncodeOptions, ErrorPolicy, FormatPlugin, Registry};
+use s3conn_core::layout::{SyncReport, Template};
+use s3conn_core::s3::{S3Sink, S3Source, S3StreamConfig};
+use s3conn_core::state::{LocalFileStateStore, ObjectStoreStateStore, StateStore};
+use s3conn_core::{Pipeline, SyncMode};
+use serde::Deserialize;
+
+use crate::{Failure, progress};
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HostConfig {
+    pub(crate) pipeline: PipelineSection,
+    pub(crate) source: SourceSection,
+    pub(crate) sink: SinkSection,
+    #[serde(default)]
+    pub(crate) state: Option<StateSection>,
+}
+
+/// `[pipeline]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PipelineSection {
+    pub(crate) id: String,
+    #[serde(default)]
+    pub(crate) mode: SyncMode,
+    #[serde(default)]
+    pub(crate) modes: BTreeMap<String, SyncMode>,
+    #[serde(default)]
+    pub(crate) next_sync_in_minutes: Option<i64>,
+}
+
+/// `[source]`
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum SourceSection {
+    S3 {
+        connection: ConnectionConfig,
+        #[serde(default)]
+        start_date: Option<DateTime<Utc>>,
+        streams: Vec<StreamSection>,
+    },
+}
+
+/// `[[source.streams]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StreamSection {
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    prefix: String,
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    on_error: OnError,
+    #[serde(default)]
+    batch_size: Option<usize>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum OnError {
+    #[default]
+    Fail,
+    Skip,
+}
+
+/// `[sink]`
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum SinkSection {
+    S3 {
+        connection: ConnectionConfig,
+        #[serde(default = "default_format")]
+        format: String,
+        #[serde(default)]
+        compression: Option<String>,
+        #[serde(default)]
+        compression_level: Option<i32>,
+        #[serde(default)]
+        template: Option<String>,
+        #[serde(default)]
+        target_file_size_mb: Option<u64>,
+        #[serde(default)]
+        property_definitions: Option<String>,
+    },
+}
+
+fn default_format() -> String {
+    "parquet".into()
+}
+
+/// `[state]`
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum StateSection {
+    Local {
+        path: PathBuf,
+    },
+    S3 {
+        connection: ConnectionConfig,
+        #[serde(default)]
+        prefix: Option<String>,
+    },
+}
+
+fn config_error(path: &Path, message: impl std::fmt::Display) -> Failure {
+    Failure::Config(format!("{}: {message}", path.display()))
+}
+
+/// Parse a config file's text.
+pub(crate) fn parse(text: &str) -> Result<HostConfig, String> {
+    toml::from_str(text).map_err(|e| e.to_string())
+}
+
+pub(crate) fn build_source(section: SourceSection) -> Result<S3Source, s3conn_core::Error> {
+    let SourceSection::S3 {
+        connection,
+        start_date,
+        streams,
+    } = section;
+    let mut builder = S3Source::builder(connection.connect()?);
+    if let Some(start) = start_date {
+        builder = builder.with_start_date(start);
+    }
+    for s in streams {
+        let mut options = DecodeOptions::default().with_error_policy(match s.on_error {
+            OnError::Fail => ErrorPolicy::Fail,
+            OnError::Skip => ErrorPolicy::Skip,
+        });
+        if let Some(n) = s.batch_size {
+            options = options.with_batch_size(n);
+        }
+        let mut stream = S3StreamConfig::new(&s.name, s.prefix).with_decode_options(options);
+        if let Some(ns) = s.namespace {
+            stream = stream.with_namespace(ns);
+        }
+        if let Some(format) = s.format {
+            stream = stream.with_format(format);
+        }
+        builder = builder.with_stream(stream);
+    }
+    builder.build()
+}
+
+pub(crate) fn build_sink(section: SinkSection) -> Result<S3Sink, s3conn_core::Error> {
+    let SinkSection::S3 {
+        connection,
+        format,
+        compression,
+        compression_level,
+        template,
+        target_file_size_mb,
+        property_definitions,
+    } = section;
+    let mut builder = S3Sink::builder(connection.connect()?);
+    let mut encode = EncodeOptions::default();
+    let plugin: Arc<dyn FormatPlugin> = if format.eq_ignore_ascii_case("parquet") {
+        let mut parquet = ParquetFormat::default();
+        if let Some(codec) = &compression {
+            parquet = parquet.with_compression(parquet_codec(codec, compression_level)?);
+        }
+        Arc::new(parquet)
+    } else {
+        if let Some(codec) = &compression {
+            encode = encode.with_compression(Compression::from_str(codec)?);
+        }
+        if let Some(level) = compression_level {
+            encode = encode.with_compression_level(level);
+        }
+        Registry::default().get(&format)?
+    };
+    builder = builder.with_format(plugin).with_encode_options(encode);
+    if let Some(t) = template {
+        builder = builder.with_template(Template::parse(&t)?);
+    }
+    if let Some(mb) = target_file_size_mb {
+        builder = builder.with_target_file_size(mb.saturating_mul(1 << 20));
+    }
+    if let Some(uri) = property_definitions {
+        builder = builder.with_property_definitions(uri);
+    }
+    builder.build()
+}
+
+/// A Parquet codec by name (`snappy`, `zstd`, `gzip`, `lz4`, `brotli`, `uncompressed`).
+fn parquet_codec(
+    name: &str,
+    level: Option<i32>,
+) -> Result<parquet::basic::Compression, s3conn_core::Error> {
+    use parquet::basic::{BrotliLevel, Compression as C, GzipLevel, ZstdLevel};
+    let bad = |reason: String| s3conn_core::Error::Config { reason };
+    let level_error = |e: parquet::errors::ParquetError| bad(format!("compression_level: {e}"));
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "uncompressed" | "none" => C::UNCOMPRESSED,
+        "snappy" => C::SNAPPY,
+        "lz4" => C::LZ4_RAW,
+        "gzip" => C::GZIP(match level {
+            Some(l) => GzipLevel::try_new(l.unsigned_abs()).map_err(level_error)?,
+            None => GzipLevel::default(),
+        }),
+        "zstd" => C::ZSTD(match level {
+            Some(l) => ZstdLevel::try_new(l).map_err(level_error)?,
+            None => ZstdLevel::default(),
+        }),
+        "brotli" => C::BROTLI(match level {
+            Some(l) => BrotliLevel::try_new(l.unsigned_abs()).map_err(level_error)?,
+            None => BrotliLevel::default(),
+        }),
+        other => {
+            return Err(bad(format!(
+                "Parquet compression `{other}`: use uncompressed, snappy, gzip, lz4, zstd or brotli"
+            )));
+        }
+    })
+}
+
+pub(crate) fn build_state(
+    section: Option<StateSection>,
+) -> Result<Box<dyn StateStore>, s3conn_core::Error> {
+    Ok(match section {
+        None => Box::new(LocalFileStateStore::new("s3conn-state")?),
+        Some(StateSection::Local { path }) => Box::new(LocalFileStateStore::new(path)?),
+        Some(StateSection::S3 { connection, prefix }) => {
+            let conn = connection.connect()?;
+            let root = conn.key(prefix.as_deref().unwrap_or("_s3conn_state"));
+            Box::new(ObjectStoreStateStore::new(Arc::clone(conn.store()), root))
+        }
+    })
+}
+
+/// Run the sync a config file describes.
+pub(crate) async fn run(path: &Path) -> Result<SyncReport, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| config_error(path, e))?;
+    let config = parse(&text).map_err(|e| config_error(path, e))?;
+    let with_file = |e: s3conn_core::Error| match Failure::from(e) {
+        Failure::Config(m) => config_error(path, m),
+        run => run,
+    };
+    let source = build_source(config.source).map_err(with_file)?;
+    let sink = build_sink(config.sink).map_err(with_file)?;
+    let state = build_state(config.state).map_err(with_file)?;
+    let mut pipeline = Pipeline::new(config.pipeline.id, source, sink, state)
+        .map_err(with_file)?
+        .with_default_mode(config.pipeline.mode);
+    for (stream, mode) in config.pipeline.modes {
+        pipeline = pipeline.with_mode(stream, mode);
+    }
+    if let Some(minutes) = config.pipeline.next_sync_in_minutes {
+        pipeline = pipeline.with_next_sync_in(chrono::Duration::minutes(minutes));
+    }
+    let bar = progress::bar("sync");
+    let shown = bar.clone();
+    let mut pipeline = pipeline.with_progress(move |p| progress::show(&shown, p));
+    let outcome = pipeline.run().await;
+    bar.finish_and_clear();
+    Ok(outcome?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The config example in the README is complete and valid.
+    #[test]
+    fn the_readme_example_parses_and_builds() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("```toml\n# s3conn sync")
+            .expect("the README has a sync config example");
+        let body = &readme[start + "```toml\n".len()..];
+        let end = body.find("```").expect("the example is closed");
+        let config = parse(&body[..end]).unwrap_or_else(|e| panic!("README example: {e}"));
+        assert_eq!(config.pipeline.id, "events-to-warehouse");
+        build_source(config.source).unwrap();
+        build_sink(config.sink).unwrap();
+    }
+
+    #[test]
+    fn unknown_settings_are_named() {
+        let err = parse(
+            "[pipeline]\nid = \"p\"\n[source]\ntype = \"s3\"\nstreams = []\n[source.connection]\nurl = \"s3://b\"\n[sink]\ntype = \"s3\"\nformt = \"x\"\n[sink.connection]\nurl = \"s3://b\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("formt"), "{err}");
+        let err = parse("[pipeline]\nid = \"p\"\nmode = \"sometimes\"\n").unwrap_err();
+        assert!(err.contains("sometimes"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_config_errors() {
+        let sink = |extra: &str| {
+            let text = format!(
+                "[pipeline]\nid = \"p\"\n[source]\ntype = \"s3\"\nstreams = []\n[source.connection]\nurl = \"s3://b\"\n[sink]\ntype = \"s3\"\n{extra}\n[sink.connection]\nurl = \"s3://b\"\n"
+            );
+            let config = parse(&text).unwrap();
+            build_sink(config.sink).unwrap_err().to_string()
+        };
+        assert!(sink("format = \"xml\"").contains("no format plugin for `xml`"));
+        assert!(sink("compression = \"lzo\"").contains("Parquet compression `lzo`"));
+        assert!(sink("template = \"${NOPE}/x\"").contains("unknown variable"));
+        assert!(sink("template = \"${STREAM_NAME}/x\"").contains("{part_number}"));
+    }
+
+    fn config_text(server: &s3conn_testkit::S3Server, secret: &str, state: &Path) -> String {
+        format!(
+            r#"
+[pipeline]
+id = "cfg-test"
+
+[source]
+type = "s3"
+[source.connection]
+url = "s3://{bucket}/landing"
+endpoint = "{endpoint}"
+allow_http = true
+access_key_id = "{key}"
+secret_access_key = "{secret}"
+[[source.streams]]
+name = "events"
+prefix = "events"
+
+[sink]
+type = "s3"
+format = "ndjson"
+compression = "gzip"
+template = "${{STREAM_NAME}}/part-{{part_number:05}}-{{sync_id}}{{format_extension}}"
+[sink.connection]
+url = "s3://{bucket}/out"
+endpoint = "{endpoint}"
+allow_http = true
+access_key_id = "{key}"
+secret_access_key = "{secret}"
+
+[state]
+type = "local"
+path = "{state}"
+"#,
+            bucket = server.bucket(),
+            endpoint = server.endpoint(),
+            key = server.access_key(),
+            state = state.display(),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sync_runs_a_config_against_a_real_s3_server() {
+        use object_store::ObjectStoreExt;
+        let server = s3conn_testkit::S3Server::start().await;
+        let raw = server.store(server.bucket());
+        let lines: String = (0..500).map(|i| format!("{{\"id\": {i}}}\n")).collect();
+        raw.put(&"landing/events/a.jsonl".into(), lines.into())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sync.toml");
+
+        std::fs::write(
+            &path,
+            config_text(&server, server.secret_key(), &dir.path().join("state")),
+        )
+        .unwrap();
+        let report = match run(&path).await {
+            Ok(r) => r,
+            Err(Failure::Run(e)) => panic!("{}", crate::chain(&e)),
+            Err(Failure::Config(m)) => panic!("{m}"),
+        };
+        assert_eq!(report.rows, 500);
+        let report = run(&path).await.ok().unwrap();
+        assert_eq!(report.rows, 0, "a second run moves only what is new");
+
+        raw.put(
+            &"landing/events/b.jsonl".into(),
+            "{\"id\": 1}\n{\"id\": }\n".into(),
+        )
+        .await
+        .unwrap();
+        let Err(Failure::Run(e)) = run(&path).await else {
+            panic!("a malformed object fails the run");
+        };
+        let text = crate::chain(&e);
+        assert!(
+            text.contains("landing/events/b.jsonl") && text.contains("line 2"),
+            "{text}"
+        );
+
+        let secret = "definitely-not-the-secret";
+        std::fs::write(
+            &path,
+            config_text(&server, secret, &dir.path().join("state")),
+        )
+        .unwrap();
+        let Err(Failure::Run(e)) = run(&path).await else {
+            panic!("a wrong secret fails the run");
+        };
+        let text = crate::chain(&e);
+        assert!(
+            text.contains("SignatureDoesNotMatch") || text.contains("403"),
+            "the signature problem is named: {text}"
+        );
+        assert!(!text.contains(secret), "the secret is never printed");
+    }
+}
