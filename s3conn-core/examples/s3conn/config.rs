@@ -137,7 +137,7 @@ pub(crate) enum StateSection {
         path: PathBuf,
     },
     S3 {
-        connection: ConnectionConfig,
+        connection: Box<ConnectionConfig>,
         #[serde(default)]
         prefix: Option<String>,
     },
