@@ -3,7 +3,12 @@
 //! `cargo bench -p s3conn-benches --bench formats`; see BENCHMARKS.md for the table and how
 //! it is read.
 
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
 use std::time::Duration;
 
@@ -51,13 +56,19 @@ fn ndjson_decode(c: &mut Criterion) {
         })
     });
     for (name, options) in [
-        ("s3conn", DecodeOptions::default().with_schema(schema.clone())),
+        (
+            "s3conn",
+            DecodeOptions::default().with_schema(schema.clone()),
+        ),
         ("s3conn-inferred", DecodeOptions::default()),
     ] {
         group.bench_function(BenchmarkId::new(name, EVENTS), |b| {
             b.iter(|| {
                 let Decoder::Stream(mut decoder) = NdjsonFormat
-                    .decoder(&DecodeInput::default(), &options.clone().with_batch_size(BATCH))
+                    .decoder(
+                        &DecodeInput::default(),
+                        &options.clone().with_batch_size(BATCH),
+                    )
                     .unwrap()
                 else {
                     unreachable!()
@@ -137,8 +148,8 @@ fn parquet_encode(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(data.len() as u64));
     group.bench_function(BenchmarkId::new("arrow-rs", EVENTS), |b| {
         b.iter(|| {
-            let mut w = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(parquet_props()))
-                .unwrap();
+            let mut w =
+                ArrowWriter::try_new(Vec::new(), schema.clone(), Some(parquet_props())).unwrap();
             for batch in &batches {
                 w.write(batch).unwrap();
             }

@@ -2,9 +2,14 @@
 //!
 //! Reading uses the parquet crate's push decoders: the decoder asks for the byte ranges it
 //! needs (the footer first, then each row group's column chunks) and the caller fetches them,
-//! so a file is never held in memory whole. Every call into the parquet crate is guarded: a
-//! corrupt file that makes it panic becomes an [`Error::InvalidFile`], and the decoder refuses
-//! further use.
+//! so a file is never held in memory whole. Untrusted files are held to their own size:
+//!
+//! - every call into the parquet crate is guarded: a corrupt file that makes it panic becomes
+//!   an [`Error::InvalidFile`], and the decoder refuses further use;
+//! - a request for bytes past the end of the file is refused;
+//! - before a column chunk's bytes reach the decoder, its page headers are read and checked
+//!   (see [`ParquetFormat::with_max_page_bytes`]), so that a few bytes of file cannot make
+//!   the parquet crate allocate gigabytes.
 //!
 //! Writing uses `ArrowWriter` into an in-memory output that the caller drains; row groups are
 //! closed at [`ParquetFormat::with_row_group_bytes`] (estimated encoded size) or
@@ -24,6 +29,8 @@ use parquet::arrow::push_decoder::{ParquetPushDecoder, ParquetPushDecoderBuilder
 use parquet::basic::{Compression as ParquetCodec, GzipLevel, ZstdLevel};
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataPushDecoder};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+mod pages;
 
 use crate::compression::{Compression, OutputBuffer};
 use crate::error::{Error, Result};
@@ -54,6 +61,7 @@ pub struct ParquetFormat {
     dictionary_page_size: usize,
     dictionary: bool,
     statistics: EnabledStatistics,
+    max_page_bytes: u64,
 }
 
 impl Default for ParquetFormat {
@@ -66,6 +74,7 @@ impl Default for ParquetFormat {
             dictionary_page_size: 1 << 20,
             dictionary: true,
             statistics: EnabledStatistics::Page,
+            max_page_bytes: 256 << 20,
         }
     }
 }
@@ -112,6 +121,23 @@ impl ParquetFormat {
     pub fn with_statistics(mut self, statistics: EnabledStatistics) -> Self {
         self.statistics = statistics;
         self
+    }
+
+    /// When reading: refuse a page that declares more than this many bytes once
+    /// decompressed (default 256 MiB). Independently of this cap, a page may expand at most
+    /// 1024 times its compressed size (beyond its first MiB), and a dictionary may not
+    /// declare more values than its bytes can hold: memory stays in proportion to the file.
+    pub fn with_max_page_bytes(mut self, bytes: u64) -> Self {
+        self.max_page_bytes = bytes.max(1 << 20);
+        self
+    }
+
+    fn limits(&self) -> pages::Limits {
+        pages::Limits {
+            max_page_bytes: self.max_page_bytes,
+            free_page_bytes: 1 << 20,
+            max_expansion: 1024,
+        }
     }
 
     fn properties(&self, options: &EncodeOptions) -> Result<WriterProperties> {
@@ -181,6 +207,9 @@ impl FormatPlugin for ParquetFormat {
         Ok(Decoder::Ranged(Box::new(ParquetDecoder {
             state: State::Metadata(Box::new(metadata)),
             batch_size: options.batch_size,
+            size,
+            limits: self.limits(),
+            chunks: Vec::new(),
         })))
     }
 
@@ -233,6 +262,11 @@ enum State {
 struct ParquetDecoder {
     state: State,
     batch_size: usize,
+    /// The file's size: a corrupt footer can point past it.
+    size: u64,
+    limits: pages::Limits,
+    /// Every column chunk, from the footer; each is checked when its bytes arrive.
+    chunks: Vec<pages::Chunk>,
 }
 
 impl std::fmt::Debug for ParquetDecoder {
@@ -246,17 +280,41 @@ impl std::fmt::Debug for ParquetDecoder {
         f.debug_struct("ParquetDecoder")
             .field("state", &state)
             .field("batch_size", &self.batch_size)
+            .field("size", &self.size)
             .finish()
     }
 }
 
 impl ParquetDecoder {
+    /// Refuse ranges that a corrupt footer points outside the file.
+    fn check(&self, ranges: &[Range<u64>]) -> Result<()> {
+        match ranges.iter().find(|r| r.start > r.end || r.end > self.size) {
+            Some(r) => Err(Error::InvalidFile {
+                format: FORMAT,
+                message: format!(
+                    "the metadata points at bytes {}..{} of a {}-byte file",
+                    r.start, r.end, self.size
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
     fn step(&mut self) -> Result<RangedStep> {
         loop {
             match &mut self.state {
                 State::Metadata(d) => match guard(|| d.try_decode())? {
-                    DecodeResult::NeedsData(ranges) => return Ok(RangedStep::NeedsData(ranges)),
+                    DecodeResult::NeedsData(ranges) => {
+                        self.check(&ranges)?;
+                        return Ok(RangedStep::NeedsData(ranges));
+                    }
                     DecodeResult::Data(metadata) => {
+                        self.chunks = pages::chunks(&metadata, self.size).map_err(|message| {
+                            Error::InvalidFile {
+                                format: FORMAT,
+                                message,
+                            }
+                        })?;
                         let batch_size = self.batch_size;
                         let data = guard(|| {
                             ParquetPushDecoderBuilder::try_new_decoder(Arc::new(metadata))?
@@ -273,7 +331,10 @@ impl ParquetDecoder {
                     }
                 },
                 State::Data(d) => match guard(|| d.try_decode())? {
-                    DecodeResult::NeedsData(ranges) => return Ok(RangedStep::NeedsData(ranges)),
+                    DecodeResult::NeedsData(ranges) => {
+                        self.check(&ranges)?;
+                        return Ok(RangedStep::NeedsData(ranges));
+                    }
                     DecodeResult::Data(batch) => return Ok(RangedStep::Batch(batch)),
                     DecodeResult::Finished => {
                         self.state = State::Finished;
@@ -292,6 +353,52 @@ impl ParquetDecoder {
     }
 }
 
+impl ParquetDecoder {
+    /// Check the page headers of every column chunk these bytes hold, before the parquet
+    /// crate sees them. A chunk that arrives in pieces is refused rather than trusted.
+    fn check_pages(&mut self, ranges: &[Range<u64>], data: &[Bytes]) -> Result<()> {
+        let limits = self.limits;
+        for (range, bytes) in ranges.iter().zip(data) {
+            if bytes.len() as u64 != range.end.saturating_sub(range.start) {
+                return Err(Error::InvalidFile {
+                    format: FORMAT,
+                    message: format!(
+                        "bytes {}..{} were asked for but {} arrived",
+                        range.start,
+                        range.end,
+                        bytes.len()
+                    ),
+                });
+            }
+            for chunk in self.chunks.iter_mut().filter(|c| !c.checked) {
+                let inside = range.start <= chunk.range.start && chunk.range.end <= range.end;
+                let overlaps = range.start < chunk.range.end && chunk.range.start < range.end;
+                if inside {
+                    let from = (chunk.range.start - range.start) as usize;
+                    let to = (chunk.range.end - range.start) as usize;
+                    let slice = bytes.get(from..to).unwrap_or_default();
+                    pages::check_chunk(chunk, slice, &limits).map_err(|message| {
+                        Error::InvalidFile {
+                            format: FORMAT,
+                            message,
+                        }
+                    })?;
+                    chunk.checked = true;
+                } else if overlaps {
+                    return Err(Error::InvalidFile {
+                        format: FORMAT,
+                        message: format!(
+                            "{} was asked for in pieces and cannot be checked",
+                            chunk.name
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl RangedDecoder for ParquetDecoder {
     fn try_decode(&mut self) -> Result<RangedStep> {
         let result = self.step();
@@ -302,11 +409,16 @@ impl RangedDecoder for ParquetDecoder {
     }
 
     fn push_ranges(&mut self, ranges: Vec<Range<u64>>, data: Vec<Bytes>) -> Result<()> {
-        let result = match &mut self.state {
+        let checked = if matches!(self.state, State::Data(_)) {
+            self.check_pages(&ranges, &data)
+        } else {
+            Ok(())
+        };
+        let result = checked.and_then(|()| match &mut self.state {
             State::Metadata(d) => guard(|| d.push_ranges(ranges, data)),
             State::Data(d) => guard(|| d.push_ranges(ranges, data)),
             State::Finished | State::Failed => Ok(()),
-        };
+        });
         if result.is_err() {
             self.state = State::Failed;
         }
@@ -498,6 +610,71 @@ mod tests {
         }
         let err = decode_all(&Bytes::from_static(b"tiny")).unwrap_err();
         assert!(matches!(err, Error::InvalidFile { .. }), "{err}");
+    }
+
+    /// Found by the `parquet_decode` fuzz target: corrupt metadata that points past the end
+    /// of the file is an error, not a request for bytes that do not exist.
+    #[test]
+    fn metadata_pointing_past_the_end_is_an_error() {
+        let file = Bytes::from_static(include_bytes!(
+            "../../tests/data/parquet-range-past-end.bin"
+        ));
+        let err = decode_all(&file).unwrap_err();
+        assert!(err.to_string().contains("past the end"), "{err}");
+    }
+
+    /// Found by the `parquet_decode` fuzz target: a 3 KB file whose dictionary page declares
+    /// hundreds of millions of values made the parquet crate zero-fill 5 GB.
+    #[test]
+    fn a_dictionary_bomb_is_refused_before_it_allocates() {
+        let file = Bytes::from_static(include_bytes!(
+            "../../tests/data/parquet-dictionary-bomb.bin"
+        ));
+        let err = decode_all(&file).unwrap_err();
+        assert!(err.to_string().contains("cannot fit"), "{err}");
+    }
+
+    /// Files written by another writer (pyarrow: data pages v1 and v2, dictionaries, page
+    /// indexes, nested and fixed-size columns) pass the page checks and decode whole.
+    #[test]
+    fn pyarrow_files_pass_the_checks() {
+        let files: [&[u8]; 4] = [
+            include_bytes!("../../tests/data/pyarrow-v1-dict-snappy.parquet"),
+            include_bytes!("../../tests/data/pyarrow-v2-dict-zstd.parquet"),
+            include_bytes!("../../tests/data/pyarrow-v2-plain-gzip.parquet"),
+            include_bytes!("../../tests/data/pyarrow-v1-plain-none.parquet"),
+        ];
+        for file in files {
+            let out = decode_all(&Bytes::from_static(file)).unwrap();
+            let ids: Vec<i64> = out
+                .iter()
+                .flat_map(|b| {
+                    b.column(0)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .unwrap()
+                        .values()
+                        .to_vec()
+                })
+                .collect();
+            assert_eq!(ids, (0..3000).collect::<Vec<i64>>());
+        }
+    }
+
+    /// Every page of files written by this plugin, with and without dictionaries, in many
+    /// row groups and pages, passes the checks.
+    #[test]
+    fn every_chunk_of_a_good_file_is_checked_and_passes() {
+        for dictionary in [true, false] {
+            let format = ParquetFormat::default()
+                .with_max_row_group_rows(700)
+                .with_data_page_size(512)
+                .with_dictionary(dictionary);
+            let input: Vec<RecordBatch> = (0..3).map(|i| batch(i * 1000, 1000)).collect();
+            let file = encode(&format, &input);
+            let out = decode_all(&file).unwrap();
+            assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 3000);
+        }
     }
 
     #[test]
