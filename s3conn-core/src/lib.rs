@@ -46,7 +46,8 @@
 //! # Write your own source or sink
 //!
 //! Implement [`Source`] (`streams`, `read`) or [`Sink`] (`begin`, `write`, `commit`), and
-//! run the [`conformance`] suites (feature `conformance`) in your tests.
+//! run the conformance suites of `s3conn_core::conformance` (feature `conformance`) in your
+//! tests.
 
 #![deny(rustdoc::broken_intra_doc_links)]
 

@@ -140,27 +140,23 @@ pub trait Source: Send + Sync + fmt::Debug {
     async fn read(&self, request: ReadRequest) -> Result<SourceStream>;
 }
 
-#[async_trait]
-impl<T: Source + ?Sized> Source for Arc<T> {
-    async fn streams(&self) -> Result<Vec<StreamInfo>> {
-        (**self).streams().await
-    }
+/// `Arc<S>` and `Box<S>` are sources too.
+macro_rules! forward_source {
+    ($($pointer:ident),*) => {$(
+        #[async_trait]
+        impl<T: Source + ?Sized> Source for $pointer<T> {
+            async fn streams(&self) -> Result<Vec<StreamInfo>> {
+                (**self).streams().await
+            }
 
-    async fn read(&self, request: ReadRequest) -> Result<SourceStream> {
-        (**self).read(request).await
-    }
+            async fn read(&self, request: ReadRequest) -> Result<SourceStream> {
+                (**self).read(request).await
+            }
+        }
+    )*};
 }
 
-#[async_trait]
-impl<T: Source + ?Sized> Source for Box<T> {
-    async fn streams(&self) -> Result<Vec<StreamInfo>> {
-        (**self).streams().await
-    }
-
-    async fn read(&self, request: ReadRequest) -> Result<SourceStream> {
-        (**self).read(request).await
-    }
-}
+forward_source!(Arc, Box);
 
 /// Everything one read produced, collected.
 #[derive(Debug, Clone, Default)]

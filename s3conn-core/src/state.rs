@@ -63,37 +63,28 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     ) -> Result<StateVersion>;
 }
 
-#[async_trait]
-impl<T: StateStore + ?Sized> StateStore for Arc<T> {
-    async fn load(&self, key: &str) -> Result<Option<Versioned>> {
-        (**self).load(key).await
-    }
+/// `Arc<S>` and `Box<S>` are state stores too.
+macro_rules! forward_state_store {
+    ($($pointer:ident),*) => {$(
+        #[async_trait]
+        impl<T: StateStore + ?Sized> StateStore for $pointer<T> {
+            async fn load(&self, key: &str) -> Result<Option<Versioned>> {
+                (**self).load(key).await
+            }
 
-    async fn save(
-        &self,
-        key: &str,
-        value: Bytes,
-        expected: Option<StateVersion>,
-    ) -> Result<StateVersion> {
-        (**self).save(key, value, expected).await
-    }
+            async fn save(
+                &self,
+                key: &str,
+                value: Bytes,
+                expected: Option<StateVersion>,
+            ) -> Result<StateVersion> {
+                (**self).save(key, value, expected).await
+            }
+        }
+    )*};
 }
 
-#[async_trait]
-impl<T: StateStore + ?Sized> StateStore for Box<T> {
-    async fn load(&self, key: &str) -> Result<Option<Versioned>> {
-        (**self).load(key).await
-    }
-
-    async fn save(
-        &self,
-        key: &str,
-        value: Bytes,
-        expected: Option<StateVersion>,
-    ) -> Result<StateVersion> {
-        (**self).save(key, value, expected).await
-    }
-}
+forward_state_store!(Arc, Box);
 
 /// State keys name objects and folders: letters, digits, `.`, `_` and `-`, at most 200.
 pub fn validate_key(key: &str) -> Result<()> {

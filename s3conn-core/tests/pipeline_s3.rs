@@ -16,7 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStore;
 use s3conn_core::formats::{DecodeOptions, ErrorPolicy};
 use s3conn_core::layout::SyncStatus;
 use s3conn_core::s3::{S3Sink, S3Source, S3StreamConfig};
@@ -60,6 +60,22 @@ impl Setup {
 
     fn sink(&self) -> S3Sink {
         S3Sink::builder(connection(&self.server, WAREHOUSE))
+            .build()
+            .unwrap()
+    }
+
+    /// Parquet with small, uncompressed row groups and a 5 MiB part size, so that files
+    /// above the part size go up as multipart uploads, rolling at `target`.
+    fn multipart_sink(&self, store: Arc<dyn ObjectStore>, target: u64) -> S3Sink {
+        S3Sink::builder(connection_over(store, &self.server, WAREHOUSE))
+            .with_format(Arc::new(
+                s3conn_core::formats::parquet::ParquetFormat::default()
+                    .with_max_row_group_rows(5_000)
+                    .with_compression(parquet::basic::Compression::UNCOMPRESSED)
+                    .with_dictionary(false),
+            ))
+            .with_part_size(5 << 20)
+            .with_target_file_size(target)
             .build()
             .unwrap()
     }
@@ -307,16 +323,8 @@ async fn a_crash_after_the_manifest_neither_loses_nor_duplicates() {
         "the delivery was committed"
     );
     let reports = keys(&s.raw, &format!("{WAREHOUSE}/sync_reports")).await;
-    let report: serde_json::Value = serde_json::from_slice(
-        &s.raw
-            .get(&Path::from(reports[0].as_str()))
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&get(&s.raw, &reports[0]).await).unwrap();
     assert_eq!(report["status"], "partial");
 
     // The next run sees the pending checkpoint, finds it in the manifest, and moves nothing.
@@ -438,19 +446,9 @@ async fn a_bad_line_names_object_and_line_and_moves_nothing() {
 async fn rolled_multipart_files_and_parquet_sources() {
     let s = Setup::new().await;
     s.land(0, 3, 20_000).await;
-    // Small row groups and a small target: several files, each over the 5 MiB part size,
-    // so they go up as multipart uploads.
-    let sink = S3Sink::builder(connection(&s.server, WAREHOUSE))
-        .with_format(Arc::new(
-            s3conn_core::formats::parquet::ParquetFormat::default()
-                .with_max_row_group_rows(5_000)
-                .with_compression(parquet::basic::Compression::UNCOMPRESSED)
-                .with_dictionary(false),
-        ))
-        .with_part_size(5 << 20)
-        .with_target_file_size(6 << 20)
-        .build()
-        .unwrap();
+    // A small target: several files, each over the 5 MiB part size, so they go up as
+    // multipart uploads.
+    let sink = s.multipart_sink(Arc::clone(&s.raw), 6 << 20);
     let mut pipeline = Pipeline::new("p", s.source(), sink, s.state()).unwrap();
     let report = pipeline.run().await.unwrap();
     assert_eq!(report.rows, 60_000);
@@ -483,24 +481,11 @@ async fn failed_multipart_upload(target_file_size: u64) {
     s.land(0, 3, 20_000).await;
     let faulty = FaultyStore::new(Arc::clone(&s.raw));
     faulty.fail(Op::CompleteMultipart, "/events/", FaultKind::Before, 0, 1);
-    let sink = |store: Arc<dyn ObjectStore>| {
-        S3Sink::builder(connection_over(store, &s.server, WAREHOUSE))
-            .with_format(Arc::new(
-                s3conn_core::formats::parquet::ParquetFormat::default()
-                    .with_max_row_group_rows(5_000)
-                    .with_compression(parquet::basic::Compression::UNCOMPRESSED)
-                    .with_dictionary(false),
-            ))
-            .with_part_size(5 << 20)
-            .with_target_file_size(target_file_size)
-            .build()
-            .unwrap()
-    };
     let state = s.state();
     let mut pipeline = Pipeline::new(
         "p",
         s.source(),
-        sink(faulty.clone() as Arc<dyn ObjectStore>),
+        s.multipart_sink(faulty.clone() as Arc<dyn ObjectStore>, target_file_size),
         state.clone(),
     )
     .unwrap();
@@ -519,7 +504,13 @@ async fn failed_multipart_upload(target_file_size: u64) {
         "abort removes the intent log (target {target_file_size})"
     );
 
-    let mut pipeline = Pipeline::new("p", s.source(), sink(Arc::clone(&s.raw)), state).unwrap();
+    let mut pipeline = Pipeline::new(
+        "p",
+        s.source(),
+        s.multipart_sink(Arc::clone(&s.raw), target_file_size),
+        state,
+    )
+    .unwrap();
     let report = pipeline.run().await.unwrap();
     assert_eq!(report.rows, 60_000);
     assert_eq!(s.committed().await, expected_rows(0..60_000));

@@ -89,47 +89,37 @@ pub trait FormatPlugin: Send + Sync + fmt::Debug + 'static {
     }
 }
 
-impl<T: FormatPlugin + ?Sized> FormatPlugin for Arc<T> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn extensions(&self) -> &[&str] {
-        (**self).extensions()
-    }
-    fn content_type(&self) -> &str {
-        (**self).content_type()
-    }
-    fn is_self_compressing(&self) -> bool {
-        (**self).is_self_compressing()
-    }
-    fn decoder(&self, input: &DecodeInput, options: &DecodeOptions) -> Result<Decoder> {
-        (**self).decoder(input, options)
-    }
-    fn encoder(&self, schema: SchemaRef, options: &EncodeOptions) -> Result<Box<dyn Encoder>> {
-        (**self).encoder(schema, options)
-    }
+/// `Arc<P>` and `Box<P>` are plugins too.
+macro_rules! forward_plugin {
+    ($($pointer:ident),*) => {$(
+        impl<T: FormatPlugin + ?Sized> FormatPlugin for $pointer<T> {
+            fn name(&self) -> &str {
+                (**self).name()
+            }
+            fn extensions(&self) -> &[&str] {
+                (**self).extensions()
+            }
+            fn content_type(&self) -> &str {
+                (**self).content_type()
+            }
+            fn is_self_compressing(&self) -> bool {
+                (**self).is_self_compressing()
+            }
+            fn decoder(&self, input: &DecodeInput, options: &DecodeOptions) -> Result<Decoder> {
+                (**self).decoder(input, options)
+            }
+            fn encoder(
+                &self,
+                schema: SchemaRef,
+                options: &EncodeOptions,
+            ) -> Result<Box<dyn Encoder>> {
+                (**self).encoder(schema, options)
+            }
+        }
+    )*};
 }
 
-impl<T: FormatPlugin + ?Sized> FormatPlugin for Box<T> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn extensions(&self) -> &[&str] {
-        (**self).extensions()
-    }
-    fn content_type(&self) -> &str {
-        (**self).content_type()
-    }
-    fn is_self_compressing(&self) -> bool {
-        (**self).is_self_compressing()
-    }
-    fn decoder(&self, input: &DecodeInput, options: &DecodeOptions) -> Result<Decoder> {
-        (**self).decoder(input, options)
-    }
-    fn encoder(&self, schema: SchemaRef, options: &EncodeOptions) -> Result<Box<dyn Encoder>> {
-        (**self).encoder(schema, options)
-    }
-}
+forward_plugin!(Arc, Box);
 
 /// What a decoder may know about the file before reading it.
 #[derive(Debug, Clone, Default)]

@@ -408,51 +408,37 @@ impl Inner {
             uri: uri.to_owned(),
             source,
         };
-        let position = |first_row| {
-            let p = Position::new(uri, first_row);
-            match &meta.e_tag {
-                Some(tag) => p.with_version(tag),
-                None => p,
-            }
-        };
         let decoder = plugin
             .decoder(&DecodeInput::with_size(meta.size), options)
             .map_err(read_err)?;
-        let mut rows = 0u64;
-        match decoder {
+        let mut tag = Tagger {
+            stream: stream.clone(),
+            origin: uri,
+            version: meta.e_tag.as_deref(),
+            rows: 0,
+        };
+        let skipped = match decoder {
             Decoder::Stream(mut decoder) => {
-                let skipped = self
-                    .read_streamed(
-                        &mut *decoder,
-                        plugin.is_self_compressing(),
-                        meta,
-                        uri,
-                        |batch| {
-                            let first = rows;
-                            rows += batch.num_rows() as u64;
-                            Batch::new(stream.clone(), batch, position(first))
-                        },
-                        out,
-                    )
-                    .await?;
-                Ok(Outcome { rows, skipped })
-            }
-            Decoder::Ranged(mut decoder) => {
-                self.read_ranged(
+                self.read_streamed(
                     &mut *decoder,
+                    plugin.is_self_compressing(),
                     meta,
                     uri,
-                    |batch| {
-                        let first = rows;
-                        rows += batch.num_rows() as u64;
-                        Batch::new(stream.clone(), batch, position(first))
-                    },
+                    &mut tag,
                     out,
                 )
-                .await?;
-                Ok(Outcome { rows, skipped: 0 })
+                .await?
             }
-        }
+            Decoder::Ranged(mut decoder) => {
+                self.read_ranged(&mut *decoder, meta, uri, &mut tag, out)
+                    .await?;
+                0
+            }
+        };
+        Ok(Outcome {
+            rows: tag.rows,
+            skipped,
+        })
     }
 
     fn pinned(meta: &ObjectMeta) -> GetOptions {
@@ -468,7 +454,7 @@ impl Inner {
         self_compressing: bool,
         meta: &ObjectMeta,
         uri: &str,
-        mut wrap: impl FnMut(arrow_array::RecordBatch) -> Batch,
+        tag: &mut Tagger<'_>,
         out: &Emitter,
     ) -> Result<u64> {
         let read_err = |source| Error::Read {
@@ -529,12 +515,12 @@ impl Inner {
                 .decode(buf.get(..n).unwrap_or_default())
                 .map_err(read_err)?;
             while let Some(batch) = decoder.next_batch() {
-                out.emit(SourceMessage::Batch(wrap(batch))).await?;
+                out.emit(SourceMessage::Batch(tag.batch(batch))).await?;
             }
         }
         decoder.finish().map_err(read_err)?;
         while let Some(batch) = decoder.next_batch() {
-            out.emit(SourceMessage::Batch(wrap(batch))).await?;
+            out.emit(SourceMessage::Batch(tag.batch(batch))).await?;
         }
         Ok(decoder.skipped_rows())
     }
@@ -544,7 +530,7 @@ impl Inner {
         decoder: &mut dyn RangedDecoder,
         meta: &ObjectMeta,
         uri: &str,
-        mut wrap: impl FnMut(arrow_array::RecordBatch) -> Batch,
+        tag: &mut Tagger<'_>,
         out: &Emitter,
     ) -> Result<()> {
         let read_err = |source| Error::Read {
@@ -571,7 +557,7 @@ impl Inner {
                     decoder.push_ranges(ranges, data).map_err(read_err)?;
                 }
                 RangedStep::Batch(batch) => {
-                    out.emit(SourceMessage::Batch(wrap(batch))).await?;
+                    out.emit(SourceMessage::Batch(tag.batch(batch))).await?;
                 }
                 RangedStep::Finished => return Ok(()),
             }
@@ -582,6 +568,25 @@ impl Inner {
 struct Outcome {
     rows: u64,
     skipped: u64,
+}
+
+/// Tags the batches of one object with their stream and position, counting rows.
+struct Tagger<'a> {
+    stream: StreamId,
+    origin: &'a str,
+    version: Option<&'a str>,
+    rows: u64,
+}
+
+impl Tagger<'_> {
+    fn batch(&mut self, records: arrow_array::RecordBatch) -> Batch {
+        let mut position = Position::new(self.origin, self.rows);
+        if let Some(v) = self.version {
+            position = position.with_version(v);
+        }
+        self.rows += records.num_rows() as u64;
+        Batch::new(self.stream.clone(), records, position)
+    }
 }
 
 #[cfg(test)]

@@ -91,6 +91,17 @@ pub(crate) async fn put(store: &Arc<dyn ObjectStore>, key: &str, data: impl Into
         .unwrap();
 }
 
+/// The bytes of an object.
+pub(crate) async fn get(store: &Arc<dyn ObjectStore>, key: &str) -> Bytes {
+    store
+        .get(&Path::from(key))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+}
+
 /// Every key under `prefix`.
 pub(crate) async fn keys(store: &Arc<dyn ObjectStore>, prefix: &str) -> Vec<String> {
     let mut keys: Vec<String> = store
@@ -111,14 +122,7 @@ pub(crate) async fn manifests(store: &Arc<dyn ObjectStore>, root: &str) -> Vec<M
         if parse_manifest_file_name(name).is_none() {
             continue;
         }
-        let bytes = store
-            .get(&Path::from(key))
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        out.push(Manifest::from_json(&bytes).unwrap());
+        out.push(Manifest::from_json(&get(store, &key).await).unwrap());
     }
     out
 }
@@ -143,14 +147,7 @@ pub(crate) async fn live_files(
 
 /// Read a Parquet object with the parquet crate's own reader (not s3conn's decoder).
 pub(crate) async fn read_parquet(store: &Arc<dyn ObjectStore>, key: &str) -> Vec<RecordBatch> {
-    let bytes = store
-        .get(&Path::from(key))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    ParquetRecordBatchReaderBuilder::try_new(bytes)
+    ParquetRecordBatchReaderBuilder::try_new(get(store, key).await)
         .unwrap()
         .build()
         .unwrap()
