@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use object_store::path::Path;
 use object_store::ObjectStore;
+use object_store::path::Path;
 use s3conn_core::formats::{DecodeOptions, ErrorPolicy};
 use s3conn_core::layout::SyncStatus;
 use s3conn_core::s3::{S3Sink, S3Source, S3StreamConfig};
