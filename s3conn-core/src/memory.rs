@@ -191,13 +191,13 @@ impl Sink for MemorySink {
         let delivery = inner.deliveries;
         let files = per_stream
             .iter()
-            .map(|(stream, rows)| FileRecord {
-                table: stream.to_string(),
-                key: format!("memory/{delivery}/{stream}"),
-                size: 0,
-                rows: *rows,
-                e_tag: None,
-                schema_fingerprint: None,
+            .map(|(stream, rows)| {
+                FileRecord::new(
+                    stream.to_string(),
+                    format!("memory/{delivery}/{stream}"),
+                    0,
+                    *rows,
+                )
             })
             .collect();
         let streams = per_stream

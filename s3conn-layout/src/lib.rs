@@ -25,11 +25,13 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod error;
+pub mod layouts;
 pub mod manifest;
 pub mod report;
 pub mod template;
 
 pub use error::{Error, Result};
-pub use manifest::{DeliveryLog, FileRecord, Manifest, TableDelivery};
+pub use layouts::Layout;
+pub use manifest::{DeliveryLog, FileRecord, Manifest, ReadPlan, TableDelivery};
 pub use report::{SyncReport, SyncStatus};
-pub use template::{RenderContext, Template};
+pub use template::{RenderContext, Template, TemplateOptions};

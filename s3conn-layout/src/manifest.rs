@@ -116,6 +116,33 @@ pub struct FileRecord {
     /// A fingerprint of the file's schema: files with equal fingerprints have equal schemas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_fingerprint: Option<String>,
+    /// The checksum of the file's bytes, as `<algorithm>:<value>`: `crc64nvme:` with the
+    /// base64 of the big-endian CRC-64/NVME, the form S3 reports for full-object checksums.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+    /// The earliest record time in the file (epoch milliseconds), when a time column is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_min: Option<i64>,
+    /// The latest record time in the file (epoch milliseconds), when a time column is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_max: Option<i64>,
+}
+
+impl FileRecord {
+    /// A record of a file with no checksum, fingerprint or time range.
+    pub fn new(table: impl Into<String>, key: impl Into<String>, size: u64, rows: u64) -> Self {
+        Self {
+            table: table.into(),
+            key: key.into(),
+            size,
+            rows,
+            e_tag: None,
+            schema_fingerprint: None,
+            checksum: None,
+            time_min: None,
+            time_max: None,
+        }
+    }
 }
 
 impl Manifest {
@@ -186,6 +213,19 @@ pub fn parse_manifest_file_name(name: &str) -> Option<u64> {
 pub struct DeliveryLog {
     last_dump_id: Option<u64>,
     tables: BTreeMap<String, Vec<String>>,
+    superseded: BTreeMap<String, Vec<String>>,
+}
+
+/// What a consumer does with the files it finds under a prefix: [`DeliveryLog::plan`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadPlan {
+    /// Live files, in delivery order: read these.
+    pub read: Vec<String>,
+    /// Files that are there but in no live delivery (superseded by a full resync, or never
+    /// committed): ignore these.
+    pub ignore: Vec<String>,
+    /// Live files that are not there: a delivery is incomplete in this listing.
+    pub missing: Vec<String>,
 }
 
 impl DeliveryLog {
@@ -204,7 +244,10 @@ impl DeliveryLog {
         for table in &manifest.tables {
             let files = self.tables.entry(table.name.clone()).or_default();
             if !table.incremental {
-                files.clear();
+                self.superseded
+                    .entry(table.name.clone())
+                    .or_default()
+                    .append(files);
             }
             let mut known: HashSet<String> = files.iter().cloned().collect();
             for file in &table.files {
@@ -220,6 +263,45 @@ impl DeliveryLog {
     /// The live files of `table`, in delivery order.
     pub fn files(&self, table: &str) -> &[String] {
         self.tables.get(table).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The files of `table` that a full resync invalidated (their deletion may still be
+    /// pending).
+    pub fn superseded(&self, table: &str) -> &[String] {
+        self.superseded.get(table).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Whether `uri` is a live file of any table.
+    pub fn is_live(&self, uri: &str) -> bool {
+        self.tables
+            .values()
+            .any(|files| files.iter().any(|f| f == uri))
+    }
+
+    /// Split the files found under a table's prefix into what to read and what to ignore.
+    pub fn plan<'a>(&self, table: &str, listed: impl IntoIterator<Item = &'a str>) -> ReadPlan {
+        let listed: HashSet<&str> = listed.into_iter().collect();
+        let live = self.files(table);
+        let live_set: HashSet<&str> = live.iter().map(String::as_str).collect();
+        let mut ignore: Vec<String> = listed
+            .iter()
+            .filter(|f| !live_set.contains(*f))
+            .map(|f| (*f).to_owned())
+            .collect();
+        ignore.sort();
+        ReadPlan {
+            read: live
+                .iter()
+                .filter(|f| listed.contains(f.as_str()))
+                .cloned()
+                .collect(),
+            ignore,
+            missing: live
+                .iter()
+                .filter(|f| !listed.contains(f.as_str()))
+                .cloned()
+                .collect(),
+        }
     }
 
     /// Every table and its live files.
@@ -291,10 +373,18 @@ mod tests {
         log.apply(&Manifest::new(3, vec![table("t", &["d"], false)]))
             .unwrap();
         assert_eq!(log.files("t"), ["d"]);
+        assert_eq!(log.superseded("t"), ["a", "b", "c"]);
         assert_eq!(log.files("u"), ["x"], "a resync of t leaves u alone");
         log.apply(&Manifest::new(4, vec![table("t", &["e"], true)]))
             .unwrap();
         assert_eq!(log.files("t"), ["d", "e"]);
+        assert!(log.is_live("e") && !log.is_live("a"));
+        // A consumer lists the prefix: the old generation, an orphan of a crashed attempt,
+        // and the live files; one live file has not appeared yet.
+        let plan = log.plan("t", ["a", "orphan", "d", "c"]);
+        assert_eq!(plan.read, ["d"]);
+        assert_eq!(plan.ignore, ["a", "c", "orphan"]);
+        assert_eq!(plan.missing, ["e"]);
         let err = log
             .apply(&Manifest::new(4, vec![table("t", &["f"], true)]))
             .unwrap_err();

@@ -36,6 +36,8 @@ use s3conn_core::auth::ConnectionConfig;
 use s3conn_core::formats::compression::Compression;
 use s3conn_core::formats::parquet::ParquetFormat;
 use s3conn_core::formats::{DecodeOptions, EncodeOptions, ErrorPolicy, FormatPlugin, Registry};
+use s3conn_core::layout::layouts::Layout;
+use s3conn_core::layout::template::{CharacterPolicy, Clock, TemplateOptions};
 use s3conn_core::layout::{SyncReport, Template};
 use s3conn_core::s3::{S3Sink, S3Source, S3StreamConfig};
 use s3conn_core::state::{LocalFileStateStore, ObjectStoreStateStore, StateStore};
@@ -119,7 +121,25 @@ pub(crate) enum SinkSection {
         #[serde(default)]
         template: Option<String>,
         #[serde(default)]
+        layout: Option<String>,
+        #[serde(default)]
+        hive: bool,
+        #[serde(default)]
+        clock: Option<String>,
+        #[serde(default)]
+        time_zone: Option<String>,
+        #[serde(default)]
+        time_column: Option<String>,
+        #[serde(default)]
+        partition_columns: Vec<String>,
+        #[serde(default)]
+        variables: BTreeMap<String, String>,
+        #[serde(default)]
+        characters: Option<String>,
+        #[serde(default)]
         target_file_size_mb: Option<u64>,
+        #[serde(default)]
+        max_open_files: Option<usize>,
         #[serde(default)]
         property_definitions: Option<String>,
     },
@@ -189,7 +209,16 @@ pub(crate) fn build_sink(section: SinkSection) -> Result<S3Sink, s3conn_core::Er
         compression,
         compression_level,
         template,
+        layout,
+        hive,
+        clock,
+        time_zone,
+        time_column,
+        partition_columns,
+        variables,
+        characters,
         target_file_size_mb,
+        max_open_files,
         property_definitions,
     } = section;
     let mut builder = S3Sink::builder(connection.connect()?);
@@ -210,8 +239,41 @@ pub(crate) fn build_sink(section: SinkSection) -> Result<S3Sink, s3conn_core::Er
         Registry::default().get(&format)?
     };
     builder = builder.with_format(plugin).with_encode_options(encode);
-    if let Some(t) = template {
-        builder = builder.with_template(Template::parse(&t)?);
+    let mut options = TemplateOptions::default().with_hive(hive);
+    if let Some(clock) = clock {
+        options = options.with_clock(clock.parse::<Clock>()?);
+    }
+    if let Some(zone) = time_zone {
+        options = options.with_time_zone(&zone)?;
+    }
+    if let Some(column) = time_column {
+        options = options.with_time_column(column);
+    }
+    for column in partition_columns {
+        options = options.with_column(column);
+    }
+    for (name, value) in variables {
+        options = options.with_static(name, value);
+    }
+    if let Some(policy) = characters {
+        options = options.with_characters(policy.parse::<CharacterPolicy>()?);
+    }
+    match (template, layout) {
+        (Some(_), Some(_)) => {
+            return Err(s3conn_core::Error::Config {
+                reason: "[sink] gives both `template` and `layout`; keep one".into(),
+            });
+        }
+        (Some(t), None) => builder = builder.with_template(Template::parse_with(&t, &options)?),
+        (None, Some(l)) => {
+            builder = builder.with_template(l.parse::<Layout>()?.template_with(options)?);
+        }
+        (None, None) => {
+            builder = builder.with_template(Layout::StreamFolders.template_with(options)?);
+        }
+    }
+    if let Some(files) = max_open_files {
+        builder = builder.with_max_open_files(files);
     }
     if let Some(mb) = target_file_size_mb {
         builder = builder.with_target_file_size(mb.saturating_mul(1 << 20));
@@ -339,6 +401,10 @@ mod tests {
         assert!(sink("compression = \"lzo\"").contains("Parquet compression `lzo`"));
         assert!(sink("template = \"${NOPE}/x\"").contains("unknown variable"));
         assert!(sink("template = \"${STREAM_NAME}/x\"").contains("{part_number}"));
+        assert!(sink("layout = \"export\"\ntemplate = \"x/{part_number}\"").contains("keep one"));
+        assert!(sink("layout = \"sideways\"").contains("stream_folders, export or hive_job"));
+        assert!(sink("time_zone = \"Mars/Base\"").contains("IANA"));
+        assert!(sink("template = \"${DATE@record}/{part_number}\"").contains("no time column"));
     }
 
     fn config_text(server: &s3conn_testkit::S3Server, secret: &str, state: &Path) -> String {

@@ -6,6 +6,7 @@
 //! s3conn demo [--dir DIR] [--events N]   push sample events into a local-folder bucket, pull
 //!                                        the new ones back, print the sync report
 //! s3conn sync CONFIG.toml                run one sync described by a config file
+//! s3conn render TEMPLATE [options]       print the key a template renders (or its error)
 //! ```
 //!
 //! The sync report goes to stdout as JSON; progress and errors go to stderr. A failure exits
@@ -16,6 +17,7 @@
 mod config;
 mod demo;
 mod progress;
+mod render;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +49,8 @@ enum Command {
         /// The config file.
         config: PathBuf,
     },
+    /// Print the key a path template renders, or its parse error with the position.
+    Render(Box<render::RenderArgs>),
 }
 
 /// A failure, with the exit status it maps to.
@@ -85,6 +89,21 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = match cli.command {
+        Command::Render(args) => {
+            return match render::run(*args) {
+                Ok(key) => {
+                    println!("{key}");
+                    ExitCode::SUCCESS
+                }
+                Err(render::RenderError(message)) => {
+                    eprintln!("error: {message}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        other => other,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -103,9 +122,10 @@ fn main() -> ExitCode {
         }
     };
     let outcome = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Demo { dir, events } => demo::run(&dir, events).await,
             Command::Sync { config } => config::run(&config).await,
+            Command::Render(_) => Err(Failure::Config("render runs without a runtime".into())),
         }
     });
     match outcome {

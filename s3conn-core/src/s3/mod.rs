@@ -2,6 +2,7 @@
 //! and [`Sink`](crate::Sink), over any object store a [`Connection`](s3conn_auth::Connection)
 //! gives (S3, S3-compatible stores, local folders, memory).
 
+mod partition;
 mod sink;
 mod source;
 

@@ -31,8 +31,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow_schema::SchemaRef;
 use async_trait::async_trait;
+use base64::Engine as _;
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{
@@ -50,6 +51,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::record::{Batch, StreamId, SyncMode};
+use crate::s3::partition::{PartitionKey, Partitioner, time_range};
 use crate::sink::{CommitReceipt, CommitRequest, Sink, SyncContext};
 
 /// The smallest multipart part S3 accepts (except the last).
@@ -70,6 +72,7 @@ pub struct S3SinkBuilder {
     part_size: usize,
     max_concurrent_uploads: usize,
     memory_budget: usize,
+    max_open_files: usize,
     property_definitions: Option<String>,
 }
 
@@ -119,6 +122,13 @@ impl S3SinkBuilder {
         self
     }
 
+    /// Files open at once across streams and partitions (default 64): opening one more
+    /// closes the one written least recently.
+    pub fn with_max_open_files(mut self, files: usize) -> Self {
+        self.max_open_files = files.max(1);
+        self
+    }
+
     /// The URI of a property definitions file, recorded in every manifest.
     pub fn with_property_definitions(mut self, uri: impl Into<String>) -> Self {
         self.property_definitions = Some(uri.into());
@@ -153,8 +163,13 @@ impl S3SinkBuilder {
             None => s3conn_formats::Registry::default().get("parquet")?,
         };
         let extension = file_extension(format.as_ref(), &self.encode);
+        let partitioner = Partitioner::new(&self.template);
+        let time_column = self.template.time_column().map(str::to_owned);
         Ok(S3Sink {
             cfg: Arc::new(Config {
+                partitioner,
+                time_column,
+                max_open_files: self.max_open_files,
                 connection: self.connection,
                 content_type: format.content_type().to_owned(),
                 format,
@@ -176,6 +191,10 @@ impl S3SinkBuilder {
 
 #[derive(Debug)]
 struct Config {
+    partitioner: Partitioner,
+    /// The column of record times, for each file's time range.
+    time_column: Option<String>,
+    max_open_files: usize,
     connection: Connection,
     format: Arc<dyn FormatPlugin>,
     content_type: String,
@@ -286,11 +305,18 @@ enum Upload {
 
 struct OpenFile {
     stream: StreamId,
+    partition: PartitionKey,
+    /// The file clock of the key template.
+    opened_at: DateTime<Utc>,
     key: Path,
     encoder: Box<dyn Encoder>,
     upload: Upload,
     rows: u64,
     schema: SchemaRef,
+    checksum: crc_fast::Digest,
+    time_range: Option<(i64, i64)>,
+    /// When it was last written, in writes since `begin` (to close the least recent).
+    last_write: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -301,13 +327,16 @@ struct ClosedFile {
     rows: u64,
     e_tag: Option<String>,
     schema: SchemaRef,
+    checksum: String,
+    time_range: Option<(i64, i64)>,
 }
 
 struct InProgress {
     ctx: SyncContext,
     open: Vec<OpenFile>,
     closed: Vec<ClosedFile>,
-    next_part: HashMap<StreamId, u64>,
+    next_part: HashMap<(StreamId, PartitionKey), u64>,
+    writes: u64,
     intent: Intent,
     intent_path: Path,
 }
@@ -324,6 +353,7 @@ impl S3Sink {
             part_size: 8 << 20,
             max_concurrent_uploads: 4,
             memory_budget: 256 << 20,
+            max_open_files: 64,
             property_definitions: None,
         }
     }
@@ -459,22 +489,46 @@ async fn clean_orphans(cfg: &Config, pipeline_id: &str) -> Result<()> {
 }
 
 impl InProgress {
-    fn render(&self, cfg: &Config, stream: &StreamId, part: u64) -> Result<Path> {
-        let ctx = RenderContext::new(stream.name(), self.ctx.started_at)
+    fn render(
+        &self,
+        cfg: &Config,
+        stream: &StreamId,
+        partition: &PartitionKey,
+        opened_at: DateTime<Utc>,
+        part: u64,
+    ) -> Result<Path> {
+        let mut ctx = RenderContext::new(stream.name(), self.ctx.started_at)
             .with_optional_namespace(stream.namespace().map(str::to_owned))
             .with_sync_id(&self.ctx.sync_id)
             .with_part_number(part)
-            .with_format_extension(&cfg.extension);
+            .with_format_extension(&cfg.extension)
+            .with_file_time(opened_at);
+        if let Some(t) = partition.record_time {
+            ctx = ctx.with_record_time(t);
+        }
+        for (name, value) in &partition.values {
+            ctx = ctx.with_value(name, value);
+        }
         let key = cfg.template.render(&ctx)?;
         Ok(cfg.connection.key(&key))
     }
 
-    /// Take the next part number of `stream` and record its key in the intent log.
-    async fn claim_key(&mut self, cfg: &Config, stream: &StreamId) -> Result<Path> {
-        let part = self.next_part.entry(stream.clone()).or_insert(0);
+    /// Take the next part number of a stream's partition and record the key in the intent
+    /// log.
+    async fn claim_key(
+        &mut self,
+        cfg: &Config,
+        stream: &StreamId,
+        partition: &PartitionKey,
+        opened_at: DateTime<Utc>,
+    ) -> Result<Path> {
+        let part = self
+            .next_part
+            .entry((stream.clone(), partition.clone()))
+            .or_insert(0);
         let number = *part;
         *part += 1;
-        let key = self.render(cfg, stream, number)?;
+        let key = self.render(cfg, stream, partition, opened_at, number)?;
         self.intent.keys.push(key.to_string());
         save_intent(cfg, &self.intent_path, &self.intent).await?;
         Ok(key)
@@ -484,9 +538,21 @@ impl InProgress {
         &mut self,
         cfg: &Config,
         stream: &StreamId,
+        partition: PartitionKey,
         schema: SchemaRef,
     ) -> Result<()> {
-        let key = self.claim_key(cfg, stream).await?;
+        if self.open.len() >= cfg.max_open_files
+            && let Some(index) = self
+                .open
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, f)| f.last_write)
+                .map(|(i, _)| i)
+        {
+            self.close_file(cfg, index).await?;
+        }
+        let opened_at = Utc::now();
+        let key = self.claim_key(cfg, stream, &partition, opened_at).await?;
         let encoder = cfg
             .format
             .encoder(schema.clone(), &cfg.encode)
@@ -497,6 +563,8 @@ impl InProgress {
         tracing::debug!(key = %key, "opening file");
         self.open.push(OpenFile {
             stream: stream.clone(),
+            partition,
+            opened_at,
             key,
             encoder,
             upload: Upload::Buffered {
@@ -505,7 +573,67 @@ impl InProgress {
             },
             rows: 0,
             schema,
+            checksum: crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme),
+            time_range: None,
+            last_write: 0,
         });
+        Ok(())
+    }
+
+    /// Write the rows of one partition of a batch to its file.
+    async fn write_part(
+        &mut self,
+        cfg: &Config,
+        stream: &StreamId,
+        partition: PartitionKey,
+        records: &arrow_array::RecordBatch,
+    ) -> Result<()> {
+        let schema = records.schema();
+        let mut index = self
+            .open
+            .iter()
+            .position(|f| &f.stream == stream && f.partition == partition);
+        if let Some(i) = index
+            && self.open.get(i).is_some_and(|f| f.schema != schema)
+        {
+            self.close_file(cfg, i).await?;
+            index = None;
+        }
+        let index = match index {
+            Some(i) => i,
+            None => {
+                self.open_file(cfg, stream, partition, schema).await?;
+                self.open.len() - 1
+            }
+        };
+        let range = match &cfg.time_column {
+            Some(column) => time_range(records, column, stream)?,
+            None => None,
+        };
+        self.writes += 1;
+        let writes = self.writes;
+        let Some(file) = self.open.get_mut(index) else {
+            return Err(Error::Protocol("lost track of an open file".into()));
+        };
+        file.encoder.write(records).map_err(|source| Error::Write {
+            uri: cfg.connection.uri(&file.key),
+            source,
+        })?;
+        file.rows += records.num_rows() as u64;
+        file.last_write = writes;
+        if let Some((lo, hi)) = range {
+            file.time_range = Some(match file.time_range {
+                None => (lo, hi),
+                Some((a, b)) => (a.min(lo), b.max(hi)),
+            });
+        }
+        self.drain(cfg, index).await?;
+        let full = self.open.get(index).is_some_and(|f| {
+            f.encoder.bytes_written() + f.encoder.buffered_bytes() as u64 >= cfg.target_file_size
+        });
+        if full {
+            self.close_file(cfg, index).await?;
+        }
         Ok(())
     }
 
@@ -518,6 +646,7 @@ impl InProgress {
         if bytes.is_empty() {
             return Ok(());
         }
+        file.checksum.update(&bytes);
         match &mut file.upload {
             Upload::Multipart(upload) => {
                 upload.put(bytes);
@@ -538,7 +667,11 @@ impl InProgress {
     }
 
     async fn start_multipart(&mut self, cfg: &Config, index: usize) -> Result<()> {
-        let Some(stream) = self.open.get(index).map(|f| f.stream.clone()) else {
+        let Some((stream, partition, opened_at)) = self
+            .open
+            .get(index)
+            .map(|f| (f.stream.clone(), f.partition.clone(), f.opened_at))
+        else {
             return Ok(());
         };
         // A multipart upload cannot be conditional: make sure the key is free first.
@@ -552,7 +685,7 @@ impl InProgress {
                 Err(object_store::Error::NotFound { .. }) => break,
                 Ok(_) => {
                     tracing::info!(key = %key, "key taken; moving to the next part number");
-                    key = self.claim_key(cfg, &stream).await?;
+                    key = self.claim_key(cfg, &stream, &partition, opened_at).await?;
                 }
                 Err(e) => return Err(Error::store("head", cfg.connection.uri(&key), e)),
             }
@@ -604,6 +737,12 @@ impl InProgress {
             source,
         })?;
         let size = file.encoder.bytes_written();
+        file.checksum.update(&tail);
+        let checksum = format!(
+            "crc64nvme:{}",
+            base64::engine::general_purpose::STANDARD
+                .encode(file.checksum.finalize().to_be_bytes())
+        );
         let e_tag = match file.upload {
             Upload::Multipart(mut upload) => {
                 upload.put(tail);
@@ -633,7 +772,9 @@ impl InProgress {
                         {
                             attempt += 1;
                             tracing::info!(key = %file.key, "key taken; moving to the next part number");
-                            file.key = self.claim_key(cfg, &file.stream).await?;
+                            file.key = self
+                                .claim_key(cfg, &file.stream, &file.partition, file.opened_at)
+                                .await?;
                         }
                         Err(e) => {
                             return Err(Error::store("put", cfg.connection.uri(&file.key), e));
@@ -650,6 +791,8 @@ impl InProgress {
             rows: file.rows,
             e_tag,
             schema: file.schema,
+            checksum,
+            time_range: file.time_range,
         });
         Ok(())
     }
@@ -697,6 +840,7 @@ impl Sink for S3Sink {
             open: Vec::new(),
             closed: Vec::new(),
             next_part: HashMap::new(),
+            writes: 0,
             intent: Intent {
                 version: 1,
                 sync_id: ctx.sync_id.clone(),
@@ -717,37 +861,12 @@ impl Sink for S3Sink {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let schema = batch.records.schema();
-        let mut index = sync.open.iter().position(|f| f.stream == batch.stream);
-        if let Some(i) = index
-            && sync.open.get(i).is_some_and(|f| f.schema != schema)
-        {
-            sync.close_file(&cfg, i).await?;
-            index = None;
-        }
-        let index = match index {
-            Some(i) => i,
-            None => {
-                sync.open_file(&cfg, &batch.stream, schema).await?;
-                sync.open.len() - 1
-            }
-        };
-        let Some(file) = sync.open.get_mut(index) else {
-            return Err(Error::Protocol("lost track of an open file".into()));
-        };
-        file.encoder
-            .write(&batch.records)
-            .map_err(|source| Error::Write {
-                uri: cfg.connection.uri(&file.key),
-                source,
-            })?;
-        file.rows += batch.num_rows() as u64;
-        sync.drain(&cfg, index).await?;
-        let full = sync.open.get(index).is_some_and(|f| {
-            f.encoder.bytes_written() + f.encoder.buffered_bytes() as u64 >= cfg.target_file_size
-        });
-        if full {
-            sync.close_file(&cfg, index).await?;
+        let parts = cfg
+            .partitioner
+            .split(&batch.records, &batch.stream, &batch.position.origin)?;
+        for (partition, records) in parts {
+            sync.write_part(&cfg, &batch.stream, partition, &records)
+                .await?;
         }
         sync.enforce_budget(&cfg).await
     }
@@ -810,6 +929,9 @@ impl Sink for S3Sink {
                 rows: f.rows,
                 e_tag: f.e_tag.clone(),
                 schema_fingerprint: Some(fingerprint(&f.schema)),
+                checksum: Some(f.checksum.clone()),
+                time_min: f.time_range.map(|(lo, _)| lo),
+                time_max: f.time_range.map(|(_, hi)| hi),
             })
             .collect();
         let mut manifest = Manifest::new(0, tables(&cfg, &sync, &full_refresh));
