@@ -661,6 +661,21 @@ mod tests {
         }
     }
 
+    /// Found by the `parquet_decode` fuzz target: a page header whose map claims 2^60 boolean
+    /// entries kept the header reader busy for minutes. It is refused at once.
+    #[test]
+    fn a_page_header_that_claims_endless_elements_is_refused_at_once() {
+        let file = Bytes::from_static(include_bytes!(
+            "../../tests/data/parquet-endless-header.bin"
+        ));
+        let err = decode_all(&file).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("elements; the header is cut short"),
+            "{err}"
+        );
+    }
+
     /// Every page of files written by this plugin, with and without dictionaries, in many
     /// row groups and pages, passes the checks.
     #[test]

@@ -240,6 +240,26 @@ impl Reader<'_> {
         Ok(Some((id, kind)))
     }
 
+    /// Every element of a collection takes at least one byte: a collection that claims more
+    /// elements than bytes remain is cut short (and would otherwise take long to walk).
+    fn check_count(&self, count: u64) -> Result<(), String> {
+        if count > (self.buf.len() - self.pos) as u64 {
+            return Err(format!(
+                "a collection claims {count} elements; the header is cut short"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Skip one element of a list, set or map: a boolean there takes one byte.
+    fn skip_element(&mut self, kind: u8, depth: usize) -> Result<(), String> {
+        if kind == BOOL_TRUE || kind == BOOL_FALSE {
+            self.advance(1)
+        } else {
+            self.skip(kind, depth)
+        }
+    }
+
     /// Skip a value of type `kind`.
     fn skip(&mut self, kind: u8, depth: usize) -> Result<(), String> {
         if depth > MAX_DEPTH {
@@ -261,13 +281,9 @@ impl Reader<'_> {
                     15 => self.varint()?,
                     n => u64::from(n),
                 };
+                self.check_count(count)?;
                 for _ in 0..count {
-                    // A boolean element is one byte in a list.
-                    if elem == BOOL_TRUE || elem == BOOL_FALSE {
-                        self.advance(1)?;
-                    } else {
-                        self.skip(elem, depth + 1)?;
-                    }
+                    self.skip_element(elem, depth + 1)?;
                 }
                 Ok(())
             }
@@ -277,9 +293,10 @@ impl Reader<'_> {
                     return Ok(());
                 }
                 let kinds = self.byte()?;
+                self.check_count(count)?;
                 for _ in 0..count {
-                    self.skip(kinds >> 4, depth + 1)?;
-                    self.skip(kinds & 0x0f, depth + 1)?;
+                    self.skip_element(kinds >> 4, depth + 1)?;
+                    self.skip_element(kinds & 0x0f, depth + 1)?;
                 }
                 Ok(())
             }
