@@ -290,7 +290,10 @@ impl ConnectionConfig {
                 reason: format!("`{prefix}` has a `.` or `..` segment"),
             });
         }
-        let root = Path::from(prefix);
+        let root = parse_key(prefix).map_err(|e| Error::InvalidConfig {
+            field: "prefix",
+            reason: e.to_string(),
+        })?;
         match (&config.bucket, &config.local_path) {
             (Some(_), Some(_)) => Err(Error::InvalidConfig {
                 field: "bucket",
@@ -395,6 +398,14 @@ impl ConnectionConfig {
     }
 }
 
+/// An object key, exactly as written.
+pub(crate) fn parse_key(key: &str) -> Result<Path> {
+    Path::parse(key).map_err(|e| Error::InvalidKey {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
 /// A ready connection: the object store, and the root path inside it.
 #[derive(Debug, Clone)]
 pub struct Connection {
@@ -435,15 +446,16 @@ impl Connection {
         &self.base_url
     }
 
-    /// The bucket-relative key of `relative` (a path below the root).
-    pub fn key(&self, relative: &str) -> Path {
+    /// The bucket-relative key of `relative` (a path below the root), exactly as written:
+    /// nothing is re-encoded (`a%2Fb` stays `a%2Fb`).
+    pub fn key(&self, relative: &str) -> Result<Path> {
         let relative = relative.trim_matches('/');
         if self.root.as_ref().is_empty() {
-            Path::from(relative)
+            parse_key(relative)
         } else if relative.is_empty() {
-            self.root.clone()
+            Ok(self.root.clone())
         } else {
-            Path::from(format!("{}/{relative}", self.root))
+            parse_key(&format!("{}/{relative}", self.root))
         }
     }
 
@@ -474,15 +486,25 @@ mod tests {
             .unwrap();
         assert_eq!(c.url(), "s3://b/a/b");
         assert_eq!(c.root().as_ref(), "a/b");
-        assert_eq!(c.key("x/y.parquet").as_ref(), "a/b/x/y.parquet");
-        assert_eq!(c.uri(&c.key("x/y.parquet")), "s3://b/a/b/x/y.parquet");
+        assert_eq!(c.key("x/y.parquet").unwrap().as_ref(), "a/b/x/y.parquet");
+        assert_eq!(
+            c.uri(&c.key("x/y.parquet").unwrap()),
+            "s3://b/a/b/x/y.parquet"
+        );
+        // Keys are taken as written: escapes made by a template are not escaped again.
+        assert_eq!(
+            c.key("t/country=a%2Fb#c/0.parquet").unwrap().as_ref(),
+            "a/b/t/country=a%2Fb#c/0.parquet"
+        );
+        assert!(c.key("a//b").is_err());
+        assert!(c.key("a/../b").is_err());
 
         let c = ConnectionConfig::from_url("s3://b")
             .unwrap()
             .connect()
             .unwrap();
         assert_eq!(c.url(), "s3://b");
-        assert_eq!(c.key("k").as_ref(), "k");
+        assert_eq!(c.key("k").unwrap().as_ref(), "k");
 
         let err = ConnectionConfig::from_url("s3:///x").unwrap_err();
         assert!(err.to_string().contains("names no bucket"), "{err}");

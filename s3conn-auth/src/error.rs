@@ -18,6 +18,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A key or prefix is not a valid object key (an empty segment, `.` or `..`, a control
+    /// character).
+    #[error("`{key}` is not a valid object key: {reason}")]
+    InvalidKey {
+        /// The key as given.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// The endpoint is plain http and plain http was not allowed.
     #[error(
         "the endpoint `{endpoint}` is plain http, which sends requests unencrypted; use https, or set `allow_http = true` for a trusted local server"

@@ -18,7 +18,7 @@
 //!     .with_region("eu-central-1")
 //!     .connect()?;
 //! assert_eq!(connection.url(), "s3://customer-data/exports/v1");
-//! assert_eq!(connection.key("users/part-0.parquet").as_ref(), "exports/v1/users/part-0.parquet");
+//! assert_eq!(connection.key("users/part-0.parquet")?.as_ref(), "exports/v1/users/part-0.parquet");
 //! # Ok::<(), s3conn_auth::Error>(())
 //! ```
 //!

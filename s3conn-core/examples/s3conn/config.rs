@@ -324,7 +324,7 @@ pub(crate) fn build_state(
         Some(StateSection::Local { path }) => Box::new(LocalFileStateStore::new(path)?),
         Some(StateSection::S3 { connection, prefix }) => {
             let conn = connection.connect()?;
-            let root = conn.key(prefix.as_deref().unwrap_or("_s3conn_state"));
+            let root = conn.key(prefix.as_deref().unwrap_or("_s3conn_state"))?;
             Box::new(ObjectStoreStateStore::new(Arc::clone(conn.store()), root))
         }
     })

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::record::StreamId;
 
 /// How Hive writes a null partition value.
-pub(crate) const NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
+pub(crate) const NULL_PARTITION: &str = s3conn_layout::template::HIVE_NULL;
 
 /// The per-record values of one group of rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]

@@ -369,22 +369,63 @@ impl S3Sink {
     }
 }
 
+fn too_many_attempts(cfg: &Config) -> Error {
+    Error::Config {
+        reason: format!(
+            "the key template `{}` named {MAX_KEY_ATTEMPTS} keys in a row that are taken; give it a part number or a sync id",
+            cfg.template
+        ),
+    }
+}
+
+/// Whether the object at `key` holds exactly `payload` (size and CRC-64/NVME): our own
+/// write, landed by a retry whose first answer was lost. Returns its ETag.
+async fn holds(
+    cfg: &Config,
+    key: &Path,
+    payload: &PutPayload,
+    checksum: u64,
+) -> Result<Option<Option<String>>> {
+    let existing = match store(cfg).get(key).await {
+        Ok(r) => r,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(Error::store("get", cfg.connection.uri(key), e)),
+    };
+    let e_tag = existing.meta.e_tag.clone();
+    if existing.meta.size != payload.content_length() as u64 {
+        return Ok(None);
+    }
+    let bytes = existing
+        .bytes()
+        .await
+        .map_err(|e| Error::store("get", cfg.connection.uri(key), e))?;
+    let same = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, &bytes) == checksum;
+    Ok(same.then_some(e_tag))
+}
+
+/// A key this sink rendered itself, as a path (exactly, without re-encoding).
+fn own_key(key: &str) -> Result<Path> {
+    Path::parse(key).map_err(|e| Error::Protocol(format!("the key `{key}` is invalid: {e}")))
+}
+
 fn store(cfg: &Config) -> &Arc<dyn ObjectStore> {
     cfg.connection.store()
 }
 
-fn manifest_path(cfg: &Config, dump_id: u64) -> Path {
-    cfg.connection
-        .key(&format!("{MANIFEST_DIR}/{}", manifest_file_name(dump_id)))
+fn manifest_path(cfg: &Config, dump_id: u64) -> Result<Path> {
+    Ok(cfg
+        .connection
+        .key(&format!("{MANIFEST_DIR}/{}", manifest_file_name(dump_id)))?)
 }
 
-fn attempts_dir(cfg: &Config, pipeline_id: &str) -> Path {
-    cfg.connection
-        .key(&format!("{INTERNAL_DIR}/attempts/{pipeline_id}"))
+fn attempts_dir(cfg: &Config, pipeline_id: &str) -> Result<Path> {
+    Ok(cfg
+        .connection
+        .key(&format!("{INTERNAL_DIR}/attempts/{pipeline_id}"))?)
 }
 
 async fn list_manifests(cfg: &Config) -> Result<Vec<(u64, Path)>> {
-    let dir = cfg.connection.key(MANIFEST_DIR);
+    let dir = cfg.connection.key(MANIFEST_DIR)?;
     let depth = dir.parts().count() + 1;
     let metas: Vec<_> = store(cfg)
         .list(Some(&dir))
@@ -416,7 +457,7 @@ async fn get_bytes(cfg: &Config, path: &Path) -> Result<Option<Bytes>> {
 }
 
 async fn read_manifest(cfg: &Config, dump_id: u64) -> Result<Option<Manifest>> {
-    let path = manifest_path(cfg, dump_id);
+    let path = manifest_path(cfg, dump_id)?;
     match get_bytes(cfg, &path).await? {
         None => Ok(None),
         Some(bytes) => Manifest::from_json(&bytes)
@@ -452,7 +493,7 @@ async fn save_intent(cfg: &Config, path: &Path, intent: &Intent) -> Result<()> {
 
 /// Delete what earlier attempts of `pipeline_id` left behind.
 async fn clean_orphans(cfg: &Config, pipeline_id: &str) -> Result<()> {
-    let dir = attempts_dir(cfg, pipeline_id);
+    let dir = attempts_dir(cfg, pipeline_id)?;
     let logs: Vec<_> = store(cfg)
         .list(Some(&dir))
         .try_collect()
@@ -479,7 +520,13 @@ async fn clean_orphans(cfg: &Config, pipeline_id: &str) -> Result<()> {
         }
         let mut deleted = 0;
         for key in intent.keys.iter().filter(|k| !keep.contains(*k)) {
-            delete_if_exists(cfg, &Path::from(key.as_str())).await?;
+            match Path::parse(key) {
+                Ok(path) => delete_if_exists(cfg, &path).await?,
+                Err(e) => {
+                    tracing::warn!(%key, error = %e, "an intent log names an invalid key; it is left alone");
+                    continue;
+                }
+            }
             deleted += 1;
         }
         delete_if_exists(cfg, &log.location).await?;
@@ -510,7 +557,7 @@ impl InProgress {
             ctx = ctx.with_value(name, value);
         }
         let key = cfg.template.render(&ctx)?;
-        Ok(cfg.connection.key(&key))
+        Ok(cfg.connection.key(&key)?)
     }
 
     /// Take the next part number of a stream's partition and record the key in the intent
@@ -522,16 +569,55 @@ impl InProgress {
         partition: &PartitionKey,
         opened_at: DateTime<Utc>,
     ) -> Result<Path> {
-        let part = self
-            .next_part
-            .entry((stream.clone(), partition.clone()))
-            .or_insert(0);
-        let number = *part;
-        *part += 1;
-        let key = self.render(cfg, stream, partition, opened_at, number)?;
-        self.intent.keys.push(key.to_string());
-        save_intent(cfg, &self.intent_path, &self.intent).await?;
-        Ok(key)
+        for _ in 0..MAX_KEY_ATTEMPTS {
+            let part = self
+                .next_part
+                .entry((stream.clone(), partition.clone()))
+                .or_insert(0);
+            let number = *part;
+            *part += 1;
+            let key = self.render(cfg, stream, partition, opened_at, number)?;
+            // Two partitions can render one key (streams of two namespaces and a template
+            // without the namespace, an hour that repeats when the clock goes back): a key
+            // belongs to one file of the sync.
+            if self.intent.keys.iter().any(|k| k == key.as_ref()) {
+                continue;
+            }
+            self.intent.keys.push(key.to_string());
+            save_intent(cfg, &self.intent_path, &self.intent).await?;
+            return Ok(key);
+        }
+        Err(too_many_attempts(cfg))
+    }
+
+    /// A key found taken is someone else's: it leaves the intent log, so that nothing of
+    /// this sync ever deletes it.
+    async fn release_key(&mut self, cfg: &Config, key: &Path) -> Result<()> {
+        self.intent.keys.retain(|k| k != key.as_ref());
+        save_intent(cfg, &self.intent_path, &self.intent).await
+    }
+
+    /// `key`, or the next free key after it: an object that exists is never overwritten.
+    async fn free_key(
+        &mut self,
+        cfg: &Config,
+        stream: &StreamId,
+        partition: &PartitionKey,
+        opened_at: DateTime<Utc>,
+        mut key: Path,
+    ) -> Result<Path> {
+        for _ in 0..MAX_KEY_ATTEMPTS {
+            match store(cfg).head(&key).await {
+                Err(object_store::Error::NotFound { .. }) => return Ok(key),
+                Ok(_) => {
+                    tracing::info!(key = %key, "key taken; moving to the next part number");
+                    self.release_key(cfg, &key).await?;
+                    key = self.claim_key(cfg, stream, partition, opened_at).await?;
+                }
+                Err(e) => return Err(Error::store("head", cfg.connection.uri(&key), e)),
+            }
+        }
+        Err(too_many_attempts(cfg))
     }
 
     async fn open_file(
@@ -675,21 +761,14 @@ impl InProgress {
             return Ok(());
         };
         // A multipart upload cannot be conditional: make sure the key is free first.
-        let mut key = self
+        let current = self
             .open
             .get(index)
             .map(|f| f.key.clone())
             .unwrap_or_default();
-        for _ in 0..MAX_KEY_ATTEMPTS {
-            match store(cfg).head(&key).await {
-                Err(object_store::Error::NotFound { .. }) => break,
-                Ok(_) => {
-                    tracing::info!(key = %key, "key taken; moving to the next part number");
-                    key = self.claim_key(cfg, &stream, &partition, opened_at).await?;
-                }
-                Err(e) => return Err(Error::store("head", cfg.connection.uri(&key), e)),
-            }
-        }
+        let key = self
+            .free_key(cfg, &stream, &partition, opened_at, current)
+            .await?;
         let upload = loop {
             let attributes = cfg.attributes(&cfg.content_type);
             let options = PutMultipartOptions {
@@ -718,10 +797,12 @@ impl InProgress {
                 writer.put(chunk);
             }
         }
-        writer
-            .wait_for_capacity(cfg.max_concurrent_uploads)
-            .await
-            .map_err(|e| Error::store("upload", cfg.connection.uri(&file.key), e))?;
+        if let Err(e) = writer.wait_for_capacity(cfg.max_concurrent_uploads).await {
+            if let Err(abort) = writer.abort().await {
+                tracing::warn!(key = %file.key, error = %abort, "could not abort a multipart upload");
+            }
+            return Err(Error::store("upload", cfg.connection.uri(&file.key), e));
+        }
         file.upload = Upload::Multipart(writer);
         Ok(())
     }
@@ -746,6 +827,13 @@ impl InProgress {
         let e_tag = match file.upload {
             Upload::Multipart(mut upload) => {
                 upload.put(tail);
+                // Upload every part while the upload can still be aborted.
+                if let Err(e) = upload.wait_for_capacity(0).await {
+                    if let Err(abort) = upload.abort().await {
+                        tracing::warn!(key = %file.key, error = %abort, "could not abort a multipart upload");
+                    }
+                    return Err(Error::store("upload", cfg.connection.uri(&file.key), e));
+                }
                 upload
                     .finish()
                     .await
@@ -755,11 +843,15 @@ impl InProgress {
             Upload::Buffered { mut chunks, .. } => {
                 chunks.push(tail);
                 let payload: PutPayload = chunks.into_iter().collect();
+                let crc = file.checksum.finalize();
+                let mut key = self
+                    .free_key(cfg, &file.stream, &file.partition, file.opened_at, file.key)
+                    .await?;
                 let mut attempt = 0;
-                loop {
+                let e_tag = loop {
                     match put_object(
                         cfg,
-                        &file.key,
+                        &key,
                         payload.clone(),
                         PutMode::Create,
                         &cfg.content_type,
@@ -771,16 +863,26 @@ impl InProgress {
                             if attempt < MAX_KEY_ATTEMPTS =>
                         {
                             attempt += 1;
-                            tracing::info!(key = %file.key, "key taken; moving to the next part number");
-                            file.key = self
+                            // The key was free a moment ago: a retry of this very PUT whose
+                            // first answer was lost landed it, or another writer took it.
+                            if let Some(e_tag) = holds(cfg, &key, &payload, crc).await? {
+                                break e_tag;
+                            }
+                            self.release_key(cfg, &key).await?;
+                            let next = self
                                 .claim_key(cfg, &file.stream, &file.partition, file.opened_at)
+                                .await?;
+                            key = self
+                                .free_key(cfg, &file.stream, &file.partition, file.opened_at, next)
                                 .await?;
                         }
                         Err(e) => {
-                            return Err(Error::store("put", cfg.connection.uri(&file.key), e));
+                            return Err(Error::store("put", cfg.connection.uri(&key), e));
                         }
                     }
-                }
+                };
+                file.key = key;
+                e_tag
             }
         };
         tracing::debug!(key = %file.key, rows = file.rows, size, "file written");
@@ -834,7 +936,7 @@ impl Sink for S3Sink {
         clean_orphans(&self.cfg, &ctx.pipeline_id).await?;
         self.last_dump_id = list_manifests(&self.cfg).await?.last().map(|(id, _)| *id);
         let intent_path =
-            attempts_dir(&self.cfg, &ctx.pipeline_id).join(format!("{}.json", ctx.sync_id));
+            attempts_dir(&self.cfg, &ctx.pipeline_id)?.join(format!("{}.json", ctx.sync_id));
         self.sync = Some(InProgress {
             ctx: ctx.clone(),
             open: Vec::new(),
@@ -894,7 +996,7 @@ impl Sink for S3Sink {
             .iter()
             .filter(|k| !written.contains(*k))
         {
-            delete_if_exists(&cfg, &Path::from(key.as_str())).await?;
+            delete_if_exists(&cfg, &own_key(key)?).await?;
         }
         // From here on a failure may hide a manifest that landed: the attempt is left to
         // the next begin's clean-up, which reads the manifest before deleting anything.
@@ -952,7 +1054,7 @@ impl Sink for S3Sink {
             manifest.dump_id = dump_id;
             sync.intent.committing_dump_id = Some(dump_id);
             save_intent(&cfg, &sync.intent_path, &sync.intent).await?;
-            let path = manifest_path(&cfg, dump_id);
+            let path = manifest_path(&cfg, dump_id)?;
             match put_json(&cfg, &path, manifest.to_json()?, PutMode::Create).await {
                 Ok(()) => break,
                 Err(Error::Store {
@@ -1011,7 +1113,7 @@ impl Sink for S3Sink {
             }
         }
         for key in &sync.intent.keys {
-            delete_if_exists(&cfg, &Path::from(key.as_str())).await?;
+            delete_if_exists(&cfg, &own_key(key)?).await?;
         }
         delete_if_exists(&cfg, &sync.intent_path).await
     }
@@ -1034,7 +1136,7 @@ impl Sink for S3Sink {
         let path = self
             .cfg
             .connection
-            .key(&format!("{REPORT_DIR}/{}", report.file_name()));
+            .key(&format!("{REPORT_DIR}/{}", report.file_name()))?;
         put_json(&self.cfg, &path, report.to_json()?, PutMode::Overwrite).await
     }
 }
@@ -1137,7 +1239,7 @@ async fn delete_previous_generations(
                 };
                 let key = format!("{root_prefix}{relative}");
                 if !keep.contains(key.as_str()) {
-                    delete_if_exists(cfg, &Path::from(key)).await?;
+                    delete_if_exists(cfg, &own_key(&key)?).await?;
                     deleted += 1;
                 }
             }

@@ -137,7 +137,7 @@ impl S3SourceBuilder {
                 None => None,
             };
             streams.push(ResolvedStream {
-                prefix: self.connection.key(&config.prefix),
+                prefix: self.connection.key(&config.prefix)?,
                 config,
                 plugin,
             });

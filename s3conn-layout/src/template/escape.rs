@@ -5,8 +5,9 @@ use crate::error::{Error, Result};
 /// What to do with characters S3 advises against in object keys
 /// (`\ { ^ } % ` ] " > [ ~ < # |`) when a variable's value contains them.
 ///
-/// Control characters are always refused; a `/` inside a value is always escaped (`%2F`), so
-/// that a value never adds a folder and keys can be read back.
+/// Control characters are always refused. A `/` inside a value is always escaped (`%2F`), so
+/// that a value never adds a folder, and so is `%` (`%25`), the escape character itself, so
+/// that keys can always be read back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum CharacterPolicy {
@@ -88,7 +89,7 @@ pub(crate) fn escape_value(
                 reason: format!("the value of `{variable}` contains the control character {c:?}"),
             });
         }
-        if c == '/' || (hive && hive_escapes(c)) {
+        if c == '/' || c == '%' || (hive && hive_escapes(c)) {
             push_escaped(&mut out, c);
         } else if s3_advises_against(c) {
             match policy {
@@ -156,6 +157,12 @@ mod tests {
             escape_value("a#b", CharacterPolicy::Allow, false, "x", "t").unwrap(),
             "a#b"
         );
+        let percent = escape_value("100%41", CharacterPolicy::Allow, false, "x", "t").unwrap();
+        assert_eq!(
+            percent, "100%2541",
+            "the escape character is always escaped"
+        );
+        assert_eq!(unescape(&percent), "100%41");
         let err = escape_value("a#b", CharacterPolicy::Refuse, false, "x", "t").unwrap_err();
         assert!(err.to_string().contains("advises against"), "{err}");
         let err = escape_value("a\nb", CharacterPolicy::Allow, false, "x", "t").unwrap_err();

@@ -10,11 +10,23 @@ use super::{Part, Slot, Template, TimeField, Variable, escape::unescape};
 use crate::error::{Error, Result};
 
 /// A compiled matcher for the keys of one template: [`Template::matcher`].
+///
+/// Keys are matched against one anchored regular expression. A template whose keys can be
+/// split more than one way (two free-text variables with only a literal between them, such as
+/// `${STREAM_NAME}_${tenant}` with a stream named `my_users`) reads back one of the splits;
+/// put a `/` between such variables to make keys unambiguous.
 #[derive(Clone)]
 pub struct KeyMatcher {
     regex: Regex,
-    /// The variable name of each capture group, and whether its value is escaped.
-    groups: Vec<(String, bool)>,
+    /// Each capture group's variable name, whether its value is escaped, and the variable.
+    groups: Vec<Group>,
+}
+
+#[derive(Clone)]
+struct Group {
+    name: String,
+    escaped: bool,
+    var: Variable,
 }
 
 impl fmt::Debug for KeyMatcher {
@@ -47,8 +59,8 @@ impl ParsedKey {
         self.get(name).and_then(|v| v.parse().ok())
     }
 
-    /// The date the key's time fields name (`${DATE}`, or `${YEAR}` `${MONTH}` `${DAY}`, or
-    /// `{date}`, or an epoch), in the template's time zone.
+    /// The date the key's time fields name: `${DATE}`, or `${YEAR}` `${MONTH}` `${DAY}`, or
+    /// `{date}` (all in the template's time zone), or else an epoch's UTC date.
     pub fn date(&self) -> Option<NaiveDate> {
         if let Some(d) = self.get("DATE") {
             return NaiveDate::parse_from_str(d, "%Y-%m-%d").ok();
@@ -82,8 +94,10 @@ impl ParsedKey {
     }
 
     fn epoch(&self) -> Option<DateTime<Utc>> {
-        let ms: i64 = self.number("EPOCH").or_else(|| self.number("timestamp"))?;
-        DateTime::from_timestamp_millis(ms)
+        match self.number("EPOCH").or_else(|| self.number("timestamp")) {
+            Some(ms) => DateTime::from_timestamp_millis(ms),
+            None => DateTime::from_timestamp_micros(self.number("timestamp_micros")?),
+        }
     }
 }
 
@@ -132,7 +146,9 @@ fn strftime_pattern(format: &str) -> String {
         out.push_str(&match spec.as_str() {
             "%" => "%".into(),
             "Y" => r"-?\d{4,}".into(),
-            "y" | "C" | "m" | "d" | "e" | "H" | "I" | "M" | "S" => digits(2),
+            "y" | "C" | "m" | "d" | "H" | "I" | "M" | "S" => digits(2),
+            // Space-padded fields.
+            "e" | "k" | "l" => r"[ \d]\d".into(),
             "j" => digits(3),
             "F" => r"\d{4}-\d{2}-\d{2}".into(),
             "T" => r"\d{2}:\d{2}:\d{2}".into(),
@@ -146,8 +162,13 @@ fn strftime_pattern(format: &str) -> String {
 
 /// A named capture group for `slot`, recorded in `groups`. A static host variable matches
 /// only its own (escaped) value.
-fn group(template: &Template, slot: &Slot, hive: bool, groups: &mut Vec<(String, bool)>) -> String {
+fn group(template: &Template, slot: &Slot, hive: bool, groups: &mut Vec<Group>) -> String {
     let (mut pattern, escaped) = slot_pattern(slot);
+    let record = Group {
+        name: slot.name.clone(),
+        escaped,
+        var: slot.var.clone(),
+    };
     if let Variable::Host(name) = &slot.var
         && let Some(value) = template.options.statics.get(name)
         && let Ok(rendered) = super::escape::escape_value(
@@ -160,7 +181,7 @@ fn group(template: &Template, slot: &Slot, hive: bool, groups: &mut Vec<(String,
     {
         pattern = regex::escape(&rendered);
     }
-    groups.push((slot.name.clone(), escaped));
+    groups.push(record);
     format!("(?P<g{}>{pattern})", groups.len() - 1)
 }
 
@@ -181,7 +202,7 @@ fn slot_pattern(slot: &Slot) -> (String, bool) {
 
 impl KeyMatcher {
     pub(super) fn new(template: &Template) -> Result<Self> {
-        let mut groups: Vec<(String, bool)> = Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
         let segments: Vec<&Vec<Part>> =
             template.segments.iter().filter(|s| !s.is_empty()).collect();
         let last = segments.len().saturating_sub(1);
@@ -197,7 +218,10 @@ impl KeyMatcher {
                     ),
                     false,
                 ),
-                (_, [Part::Var(slot)]) if slot.var == Variable::Namespace && dir => {
+                // A folder of one value that may be empty (the namespace, a static value)
+                // disappears when it is. A column's empty value is written as Hive's null
+                // instead, so that keys stay unambiguous.
+                (_, [Part::Var(slot)]) if dir && template.may_vanish(slot) => {
                     (group(template, slot, false, &mut groups), true)
                 }
                 _ => {
@@ -234,20 +258,28 @@ impl KeyMatcher {
     pub fn parse(&self, key: &str) -> Option<ParsedKey> {
         let captures = self.regex.captures(key)?;
         let mut values: BTreeMap<String, String> = BTreeMap::new();
-        for (i, (name, escaped)) in self.groups.iter().enumerate() {
+        let mut first: BTreeMap<&str, &Variable> = BTreeMap::new();
+        for (i, group) in self.groups.iter().enumerate() {
             let Some(m) = captures.name(&format!("g{i}")) else {
                 continue;
             };
-            let value = if *escaped {
+            let value = if group.escaped {
                 unescape(m.as_str())
             } else {
                 m.as_str().to_owned()
             };
-            match values.get(name) {
-                Some(existing) if *existing != value => return None,
+            match first.get(group.name.as_str()) {
+                // The same variable twice must agree; the same name with another spec or
+                // clock (`{date}` and `{date:yyyy}`) keeps its first value.
+                Some(var) if **var == group.var => {
+                    if values.get(&group.name) != Some(&value) {
+                        return None;
+                    }
+                }
                 Some(_) => {}
                 None => {
-                    values.insert(name.clone(), value);
+                    first.insert(&group.name, &group.var);
+                    values.insert(group.name.clone(), value);
                 }
             }
         }

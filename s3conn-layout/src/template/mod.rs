@@ -39,7 +39,10 @@
 //! `year=2024/month=11/day=27/job_id=<id>`, `${DATE}` becomes `date=2024-11-27` and
 //! `${country}` becomes `country=FR`. The namespace and stream folders name the table, not a
 //! partition, and stay as they are. Values are escaped the way Hive, Spark, Trino and Athena
-//! unescape them.
+//! unescape them, and an empty value is written as Hive writes a null one,
+//! `__HIVE_DEFAULT_PARTITION__`. Outside Hive mode too, a folder made of one record column
+//! keeps its place when the value is empty (as `__HIVE_DEFAULT_PARTITION__`), so that keys
+//! read back unambiguously; a folder of the namespace or of an empty static value disappears.
 //!
 //! # Checks
 //!
@@ -83,7 +86,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Datelike, FixedOffset, Months, TimeDelta, Timelike, Utc};
+use chrono::{
+    DateTime, Datelike, FixedOffset, Months, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta,
+    TimeZone, Timelike, Utc,
+};
 
 pub use escape::CharacterPolicy;
 pub use matcher::{KeyMatcher, ParsedKey};
@@ -96,6 +102,9 @@ pub const MAX_KEY_BYTES: usize = 1024;
 /// The default key template: one folder per stream, files named `<date>_<epoch>_<part>.<ext>`.
 pub const DEFAULT_TEMPLATE: &str =
     "${NAMESPACE}/${STREAM_NAME}/${YEAR}_${MONTH}_${DAY}_${EPOCH}_{part_number}{format_extension}";
+
+/// How Hive writes a null or empty partition value (`country=__HIVE_DEFAULT_PARTITION__`).
+pub const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
 
 /// The most prefixes [`Template::prefixes`] produces for one range.
 const MAX_PREFIXES: usize = 100_000;
@@ -172,11 +181,37 @@ impl std::str::FromStr for Zone {
 }
 
 impl Zone {
-    fn local(&self, t: DateTime<Utc>) -> DateTime<FixedOffset> {
+    /// `t` in this zone, or `None` when its wall-clock time is outside chrono's range (the
+    /// first or last instants chrono can hold, in a zone behind or ahead of UTC).
+    fn local(&self, t: DateTime<Utc>) -> Option<DateTime<FixedOffset>> {
+        let offset = match self {
+            Self::Utc => FixedOffset::east_opt(0)?,
+            Self::Fixed(offset) => *offset,
+            Self::Named(tz) => *t.with_timezone(tz).fixed_offset().offset(),
+        };
+        t.naive_utc().checked_add_offset(offset)?;
+        Some(t.with_timezone(&offset))
+    }
+
+    /// The wall-clock time of `t` in this zone, when it has one.
+    fn naive_local(&self, t: DateTime<Utc>) -> Option<NaiveDateTime> {
+        self.local(t).map(|l| l.naive_local())
+    }
+
+    /// The instant a local wall-clock time names: the earlier one when the clock goes back,
+    /// and the first valid one after a gap when it goes forward.
+    fn to_utc(self, local: NaiveDateTime) -> Option<DateTime<Utc>> {
         match self {
-            Self::Utc => t.fixed_offset(),
-            Self::Fixed(offset) => t.with_timezone(offset),
-            Self::Named(tz) => t.with_timezone(tz).fixed_offset(),
+            Self::Utc => Some(local.and_utc()),
+            Self::Fixed(offset) => offset
+                .from_local_datetime(&local)
+                .earliest()
+                .map(|t| t.with_timezone(&Utc)),
+            Self::Named(tz) => (0..=24).find_map(|hours| {
+                tz.from_local_datetime(&(local + TimeDelta::hours(hours)))
+                    .earliest()
+                    .map(|t| t.with_timezone(&Utc))
+            }),
         }
     }
 }
@@ -202,35 +237,38 @@ pub enum Granularity {
 }
 
 impl Granularity {
-    /// The start of the unit of `t` (in `zone`) that `t` falls in.
+    /// The start of the unit of `t` (in `zone`'s wall-clock time) that `t` falls in.
     pub fn truncate(&self, t: DateTime<Utc>, zone: Zone) -> DateTime<Utc> {
-        let local = zone.local(t);
-        let ms = i64::from(local.timestamp_subsec_millis());
-        let into_day = TimeDelta::hours(i64::from(local.hour()))
-            + TimeDelta::minutes(i64::from(local.minute()))
-            + TimeDelta::seconds(i64::from(local.second()))
-            + TimeDelta::milliseconds(ms);
-        let cut = match self {
-            Self::Millisecond => {
-                TimeDelta::nanoseconds(i64::from(local.timestamp_subsec_nanos() % 1_000_000))
-            }
-            Self::Second => TimeDelta::milliseconds(ms),
-            Self::Minute => {
-                TimeDelta::seconds(i64::from(local.second())) + TimeDelta::milliseconds(ms)
-            }
-            Self::Hour => {
-                TimeDelta::minutes(i64::from(local.minute()))
-                    + TimeDelta::seconds(i64::from(local.second()))
-                    + TimeDelta::milliseconds(ms)
-            }
-            Self::Day => into_day,
-            Self::Month => into_day + TimeDelta::days(i64::from(local.day0())),
-            Self::Year => into_day + TimeDelta::days(i64::from(local.ordinal0())),
-        };
-        (local - cut).with_timezone(&Utc)
+        zone.naive_local(t)
+            .and_then(|local| zone.to_utc(self.truncate_local(local)))
+            .unwrap_or(t)
     }
 
-    fn step(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    fn truncate_local(&self, t: NaiveDateTime) -> NaiveDateTime {
+        let date = t.date();
+        let (h, m, s, ms) = (
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.and_utc().timestamp_subsec_millis(),
+        );
+        let at = |d: NaiveDate, h, m, s, ms| {
+            d.and_hms_milli_opt(h, m, s, ms)
+                .unwrap_or_else(|| d.and_time(NaiveTime::MIN))
+        };
+        match self {
+            Self::Millisecond => at(date, h, m, s, ms),
+            Self::Second => at(date, h, m, s, 0),
+            Self::Minute => at(date, h, m, 0, 0),
+            Self::Hour => at(date, h, 0, 0, 0),
+            Self::Day => at(date, 0, 0, 0, 0),
+            Self::Month => at(date.with_day(1).unwrap_or(date), 0, 0, 0, 0),
+            Self::Year => at(date.with_ordinal(1).unwrap_or(date), 0, 0, 0, 0),
+        }
+    }
+
+    /// The start of the next unit after `t` (a unit start), in wall-clock time.
+    fn step_local(&self, t: NaiveDateTime) -> Option<NaiveDateTime> {
         match self {
             Self::Year => t.checked_add_months(Months::new(12)),
             Self::Month => t.checked_add_months(Months::new(1)),
@@ -607,9 +645,15 @@ impl Template {
         self.variables().any(Variable::is_unique_per_file)
     }
 
-    /// Whether keys of one sync can never equal keys of an earlier sync.
+    /// Whether keys of one sync can never equal keys of an earlier sync (an epoch time on the
+    /// sync clock, a UUID or the sync id).
     pub fn is_unique_per_sync(&self) -> bool {
-        self.variables().any(Variable::is_unique_per_sync)
+        self.variables().any(|v| match v {
+            Variable::Time { clock, .. } => {
+                self.clock_of(*clock) == Clock::Sync && v.is_unique_per_sync()
+            }
+            other => other.is_unique_per_sync(),
+        })
     }
 
     /// Check that the template can name the files of an append (incremental) sync: it needs a
@@ -637,6 +681,22 @@ impl Template {
             }
         }
         out
+    }
+
+    /// Whether `slot` is a host variable read from each record's column.
+    fn is_column(&self, slot: &Slot) -> bool {
+        matches!(&slot.var, Variable::Host(name)
+            if !self.options.statics.contains_key(name) && self.options.columns.contains(name))
+    }
+
+    /// Whether a folder made of `slot` alone disappears when its value is empty: the
+    /// namespace, and static host values.
+    fn may_vanish(&self, slot: &Slot) -> bool {
+        match &slot.var {
+            Variable::Namespace => true,
+            Variable::Host(name) => self.options.statics.contains_key(name),
+            _ => false,
+        }
     }
 
     /// The clock a time variable reads.
@@ -681,12 +741,15 @@ impl Template {
             if i > 0 {
                 out.push('/');
             }
-            match (self.options.hive && i < last, segment.as_slice()) {
-                (true, [Part::Var(slot)]) if slot.is_partition() => {
+            match (i < last, segment.as_slice()) {
+                (true, [Part::Var(slot)]) if self.options.hive && slot.is_partition() => {
                     let value = self.value(slot, ctx, time, true)?;
-                    if !value.is_empty() {
-                        let _ = write!(out, "{}={value}", slot.name.to_ascii_lowercase());
-                    }
+                    let value = if value.is_empty() { HIVE_NULL } else { &value };
+                    let _ = write!(out, "{}={value}", slot.name.to_ascii_lowercase());
+                }
+                (true, [Part::Var(slot)]) if !self.may_vanish(slot) && self.is_column(slot) => {
+                    let value = self.value(slot, ctx, time, false)?;
+                    out.push_str(if value.is_empty() { HIVE_NULL } else { &value });
                 }
                 _ => {
                     for part in segment {
@@ -748,7 +811,14 @@ impl Template {
                         ),
                     })?,
                 };
-                render_time(field, t, self.options.zone)
+                render_time(field, t, self.options.zone).ok_or_else(|| Error::InvalidKey {
+                    template: self.source.clone(),
+                    key: String::new(),
+                    reason: format!(
+                        "`{}` cannot render {t}: it is outside the range of dates",
+                        slot.name
+                    ),
+                })?
             }
         })
     }
@@ -867,11 +937,19 @@ impl Template {
         match granularity {
             None => out.push(render(None)?),
             Some(g) => {
-                let mut t = g.truncate(from, self.options.zone);
-                while t <= to {
-                    let prefix = render(Some(t))?;
-                    if out.last() != Some(&prefix) {
-                        out.push(prefix);
+                let zone = self.options.zone;
+                let out_of_range = || Error::Unsuitable {
+                    template: self.source.clone(),
+                    reason: format!("the range {from} to {to} is outside the range of dates"),
+                };
+                let end = zone.naive_local(to).ok_or_else(out_of_range)?;
+                let mut local = g.truncate_local(zone.naive_local(from).ok_or_else(out_of_range)?);
+                while local <= end {
+                    if let Some(t) = zone.to_utc(local) {
+                        let prefix = render(Some(t))?;
+                        if out.last() != Some(&prefix) {
+                            out.push(prefix);
+                        }
                     }
                     if out.len() > MAX_PREFIXES {
                         return Err(Error::Unsuitable {
@@ -881,8 +959,11 @@ impl Template {
                             ),
                         });
                     }
-                    let Some(next) = g.step(t) else { break };
-                    t = g.truncate(next, self.options.zone);
+                    // Wall-clock steps always move forward.
+                    match g.step_local(local) {
+                        Some(next) if next > local => local = next,
+                        _ => break,
+                    }
                 }
             }
         }
@@ -898,9 +979,10 @@ impl Template {
     }
 }
 
-fn render_time(field: &TimeField, t: DateTime<Utc>, zone: Zone) -> String {
-    let local = zone.local(t);
-    match field {
+/// A time field of `t` in `zone`, or `None` when `t` has no wall-clock time there.
+fn render_time(field: &TimeField, t: DateTime<Utc>, zone: Zone) -> Option<String> {
+    let local = zone.local(t)?;
+    Some(match field {
         TimeField::Year => format!("{:04}", local.year()),
         TimeField::Month => format!("{:02}", local.month()),
         TimeField::Day => format!("{:02}", local.day()),
@@ -917,7 +999,7 @@ fn render_time(field: &TimeField, t: DateTime<Utc>, zone: Zone) -> String {
             let _ = write!(s, "{}", local.format(f));
             s
         }
-    }
+    })
 }
 
 impl fmt::Debug for Template {

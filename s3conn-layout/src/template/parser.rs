@@ -394,6 +394,13 @@ impl Parser<'_> {
         };
         let var = Self::with_clock(var, clock);
         self.check_record_clock(&var, start, &format!("{{{whole}}}"))?;
+        let name = match &var {
+            Variable::Time {
+                field: TimeField::EpochMicros,
+                ..
+            } => "timestamp_micros",
+            _ => name,
+        };
         self.push_var(var, name, false);
         Ok(body_start + len + 1)
     }

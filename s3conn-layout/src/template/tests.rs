@@ -609,3 +609,96 @@ proptest::proptest! {
         proptest::prop_assert_eq!(parsed.time(), Some(when.naive_utc()));
     }
 }
+
+// Found in review: wall-clock truncation across a DST change, and month steps in zones
+// ahead of UTC that never advanced.
+#[test]
+fn truncation_and_prefixes_hold_across_daylight_saving_time() {
+    let paris: Zone = "Europe/Paris".parse().unwrap();
+    // 12:00 on 31 March 2024 in Paris is 10:00Z (summer time began at 02:00 that day);
+    // the day began at 00:00+01:00, 23:00Z the day before.
+    let noon = Utc.with_ymd_and_hms(2024, 3, 31, 10, 0, 0).unwrap();
+    assert_eq!(
+        Granularity::Day.truncate(noon, paris),
+        Utc.with_ymd_and_hms(2024, 3, 30, 23, 0, 0).unwrap()
+    );
+    let summer = Utc.with_ymd_and_hms(2024, 7, 1, 10, 0, 0).unwrap();
+    assert_eq!(
+        Granularity::Year.truncate(summer, paris),
+        Utc.with_ymd_and_hms(2023, 12, 31, 23, 0, 0).unwrap()
+    );
+    let options = TemplateOptions::default()
+        .with_zone(paris)
+        .with_time_column("ts");
+    let t = Template::parse_with("${DATE@record}/${YEAR@record}/x", &options).unwrap();
+    let ctx =
+        RenderContext::new("s", noon).with_record_time(Granularity::Day.truncate(noon, paris));
+    assert_eq!(t.render(&ctx).unwrap(), "2024-03-31/2024/x");
+
+    let monthly = Template::parse_with("m/${YEAR}/${MONTH}/{part_number}", &options).unwrap();
+    let p = monthly
+        .prefixes(
+            &RenderContext::new("s", noon),
+            Utc.with_ymd_and_hms(2024, 4, 15, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2024, 7, 15, 0, 0, 0).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(p, ["m/2024/04/", "m/2024/05/", "m/2024/06/", "m/2024/07/"]);
+    // The first instant representable is not a reason to panic.
+    let _ = Granularity::Year.truncate(DateTime::<Utc>::MIN_UTC, "-05:00".parse().unwrap());
+}
+
+#[test]
+fn read_back_edge_cases_found_in_review() {
+    let ctx = RenderContext::new("s", Utc.with_ymd_and_hms(2024, 11, 5, 7, 0, 0).unwrap());
+    // `%e` pads with a space.
+    let t = Template::parse("d%e/{part_number}").unwrap();
+    let key = t.render(&ctx).unwrap();
+    assert_eq!(key, "d 5/0");
+    assert_eq!(
+        t.matcher().unwrap().parse(&key).unwrap().get("%e"),
+        Some(" 5")
+    );
+    // One name with two specs: each keeps its value and the key still matches.
+    let t = Template::parse("{date:yyyy}/{date}/{part_number}-{part_number:03}").unwrap();
+    let parsed = t
+        .matcher()
+        .unwrap()
+        .parse(&t.render(&ctx).unwrap())
+        .unwrap();
+    assert_eq!(parsed.get("date"), Some("2024"));
+    // Microseconds are read as microseconds.
+    let t = Template::parse("{timestamp:micros}/{part_number}").unwrap();
+    let parsed = t
+        .matcher()
+        .unwrap()
+        .parse(&t.render(&ctx).unwrap())
+        .unwrap();
+    assert_eq!(parsed.date(), NaiveDate::from_ymd_opt(2024, 11, 5));
+    // An empty Hive value is written as Hive writes a null one, and reads back.
+    let hive = TemplateOptions::default()
+        .with_hive(true)
+        .with_static("tenant", "");
+    let t = Template::parse_with("${STREAM_NAME}/${tenant}/{part_number}", &hive).unwrap();
+    let key = t.render(&ctx).unwrap();
+    assert_eq!(key, format!("s/tenant={HIVE_NULL}/0"));
+    // A column's empty value keeps its folder (as Hive's null), so keys stay unambiguous;
+    // an empty static value's folder disappears, and the key still reads back.
+    let plain = TemplateOptions::default()
+        .with_column("country")
+        .with_static("tenant", "");
+    let t =
+        Template::parse_with("${tenant}/${STREAM_NAME}/${country}/{part_number}", &plain).unwrap();
+    let key = t.render(&ctx.clone().with_value("country", "")).unwrap();
+    assert_eq!(key, format!("s/{HIVE_NULL}/0"));
+    let parsed = t.matcher().unwrap().parse(&key).unwrap();
+    assert_eq!(parsed.get("STREAM_NAME"), Some("s"));
+    assert_eq!(parsed.get("country"), Some(HIVE_NULL));
+    // An epoch on the record clock does not make a sync's keys unique.
+    let record = TemplateOptions::default()
+        .with_clock(Clock::Record)
+        .with_time_column("ts");
+    let t = Template::parse_with("${STREAM_NAME}/${EPOCH}.x", &record).unwrap();
+    assert!(!t.is_unique_per_sync());
+    assert!(t.check_append().is_err());
+}
