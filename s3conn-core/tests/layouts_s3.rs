@@ -19,13 +19,16 @@ use arrow_array::{
 };
 use base64::Engine as _;
 use chrono::{TimeZone, Utc};
+use object_store::ObjectStore;
 use object_store::path::Path;
 use s3conn_core::layout::template::{Template, TemplateOptions};
 use s3conn_core::memory::MemorySource;
 use s3conn_core::s3::{S3Sink, S3Source, S3StreamConfig};
 use s3conn_core::state::ObjectStoreStateStore;
 use s3conn_core::{Pipeline, StreamId};
+use s3conn_core::{ReadRequest, SourceExt};
 use s3conn_testkit::S3Server;
+use s3conn_testkit::{FaultyStore, Op};
 
 use common::*;
 
@@ -137,6 +140,84 @@ print(json.dumps({"rows": len(rows), "bad": len(bad), "partitions": len(counts)}
         "pyarrow's date partition matches every row's time"
     );
     assert_eq!(seen["partitions"], 140);
+
+    // And back through the source, with the same template: a start date lists only the
+    // folders from that date on (every file was written just now, so no object timestamp
+    // could have told them apart), and the folders come back as columns.
+    let faulty = FaultyStore::new(Arc::clone(&raw));
+    let start = Utc.with_ymd_and_hms(2024, 11, 20, 0, 0, 0).unwrap();
+    let source = S3Source::builder(connection_over(
+        faulty.clone() as Arc<dyn ObjectStore>,
+        &server,
+        "warehouse",
+    ))
+    .with_stream(S3StreamConfig::new("events", "").with_template(hive_template()))
+    .with_stream(S3StreamConfig::new("users", "").with_template(hive_template()))
+    .with_start_date(start)
+    .build()
+    .unwrap();
+    let read = source.read_all(ReadRequest::default()).await.unwrap();
+    let mut ids = Vec::new();
+    for batch in &read.batches {
+        assert_eq!(
+            batch.stream.name(),
+            "events",
+            "no key names the stream `users`"
+        );
+        let records = &batch.records;
+        let column = |name: &str| {
+            records
+                .column_by_name(name)
+                .unwrap_or_else(|| panic!("no column {name}"))
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .clone()
+        };
+        let (date, event, ts) = (column("date"), column("event"), column("ts"));
+        let id = records
+            .column_by_name("id")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        for row in 0..records.num_rows() {
+            assert_eq!(
+                &ts.value(row)[..10],
+                date.value(row),
+                "the date folder is a column"
+            );
+            assert!(!event.is_null(row));
+            ids.push(id.value(row));
+        }
+        assert_eq!(
+            records
+                .schema()
+                .fields()
+                .iter()
+                .filter(|f| f.name() == "event")
+                .count(),
+            1,
+            "a partition column the file already has is not added twice"
+        );
+    }
+    ids.sort_unstable();
+    let expected: Vec<i64> = (0..14_000).filter(|i| i % 28 >= 19).collect();
+    assert_eq!(ids, expected, "exactly the rows of 2024-11-20 and after");
+    let lists: Vec<String> = faulty
+        .calls()
+        .into_iter()
+        .filter(|(op, _)| *op == Op::List)
+        .map(|(_, path)| path)
+        .collect();
+    assert_eq!(
+        lists,
+        [
+            "warehouse/events after warehouse/events/date=2024-11-20",
+            "warehouse/users after warehouse/users/date=2024-11-20",
+        ],
+        "one listing per stream, from the start date's folder on"
+    );
 }
 
 #[test]

@@ -250,7 +250,11 @@ impl ObjectStore for FaultyStore {
         prefix: Option<&Path>,
         offset: &Path,
     ) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.list_checked(prefix, || self.inner.list_with_offset(prefix, offset))
+        let shown = Path::from(format!(
+            "{} after {offset}",
+            prefix.map(|p| p.to_string()).unwrap_or_default()
+        ));
+        self.list_checked(Some(&shown), || self.inner.list_with_offset(prefix, offset))
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {

@@ -96,6 +96,19 @@ pub(crate) struct StreamSection {
     on_error: OnError,
     #[serde(default)]
     batch_size: Option<usize>,
+    /// The key template the stream's objects were written with (relative to `prefix`).
+    #[serde(default)]
+    template: Option<String>,
+    #[serde(default)]
+    layout: Option<String>,
+    #[serde(default)]
+    hive: bool,
+    #[serde(default)]
+    time_zone: Option<String>,
+    #[serde(default)]
+    partition_columns: Vec<String>,
+    #[serde(default)]
+    variables: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
@@ -197,6 +210,20 @@ pub(crate) fn build_source(section: SourceSection) -> Result<S3Source, s3conn_co
         if let Some(format) = s.format {
             stream = stream.with_format(format);
         }
+        let mut options = TemplateOptions::default().with_hive(s.hive);
+        if let Some(zone) = s.time_zone {
+            options = options.with_time_zone(&zone)?;
+        }
+        for column in s.partition_columns {
+            options = options.with_column(column);
+        }
+        for (name, value) in s.variables {
+            options = options.with_static(name, value);
+        }
+        let section = format!("[[source.streams]] `{}`", s.name);
+        if let Some(template) = template(s.template, s.layout, options, &section)? {
+            stream = stream.with_template(template);
+        }
         builder = builder.with_stream(stream);
     }
     builder.build()
@@ -258,20 +285,11 @@ pub(crate) fn build_sink(section: SinkSection) -> Result<S3Sink, s3conn_core::Er
     if let Some(policy) = characters {
         options = options.with_characters(policy.parse::<CharacterPolicy>()?);
     }
-    match (template, layout) {
-        (Some(_), Some(_)) => {
-            return Err(s3conn_core::Error::Config {
-                reason: "[sink] gives both `template` and `layout`; keep one".into(),
-            });
-        }
-        (Some(t), None) => builder = builder.with_template(Template::parse_with(&t, &options)?),
-        (None, Some(l)) => {
-            builder = builder.with_template(l.parse::<Layout>()?.template_with(options)?);
-        }
-        (None, None) => {
-            builder = builder.with_template(Layout::StreamFolders.template_with(options)?);
-        }
-    }
+    let template = match self::template(template, layout, options.clone(), "[sink]")? {
+        Some(template) => template,
+        None => Layout::StreamFolders.template_with(options)?,
+    };
+    builder = builder.with_template(template);
     if let Some(files) = max_open_files {
         builder = builder.with_max_open_files(files);
     }
@@ -282,6 +300,25 @@ pub(crate) fn build_sink(section: SinkSection) -> Result<S3Sink, s3conn_core::Er
         builder = builder.with_property_definitions(uri);
     }
     builder.build()
+}
+
+/// The template a section gives, by `template` or by `layout` (not both).
+fn template(
+    template: Option<String>,
+    layout: Option<String>,
+    options: TemplateOptions,
+    section: &str,
+) -> Result<Option<Template>, s3conn_core::Error> {
+    Ok(match (template, layout) {
+        (Some(_), Some(_)) => {
+            return Err(s3conn_core::Error::Config {
+                reason: format!("{section} gives both `template` and `layout`; keep one"),
+            });
+        }
+        (Some(t), None) => Some(Template::parse_with(&t, &options)?),
+        (None, Some(l)) => Some(l.parse::<Layout>()?.template_with(options)?),
+        (None, None) => None,
+    })
 }
 
 /// A Parquet codec by name (`snappy`, `zstd`, `gzip`, `lz4`, `brotli`, `uncompressed`).
@@ -405,6 +442,16 @@ mod tests {
         assert!(sink("layout = \"sideways\"").contains("stream_folders, export or hive_job"));
         assert!(sink("time_zone = \"Mars/Base\"").contains("IANA"));
         assert!(sink("template = \"${DATE@record}/{part_number}\"").contains("no time column"));
+
+        let source = |extra: &str| {
+            let text = format!(
+                "[pipeline]\nid = \"p\"\n[source]\ntype = \"s3\"\n[source.connection]\nurl = \"s3://b\"\n[[source.streams]]\nname = \"s\"\nprefix = \"p\"\n{extra}\n[sink]\ntype = \"s3\"\n[sink.connection]\nurl = \"s3://b\"\n"
+            );
+            let config = parse(&text).unwrap();
+            build_source(config.source).unwrap_err().to_string()
+        };
+        assert!(source("template = \"${country}/x\"").contains("unknown variable"));
+        assert!(source("layout = \"export\"\ntemplate = \"x\"").contains("[[source.streams]] `s`"));
     }
 
     fn config_text(server: &s3conn_testkit::S3Server, secret: &str, state: &Path) -> String {

@@ -13,10 +13,29 @@
 //!
 //! The state is the set of `(key, ETag)` pairs read, per stream. Full refresh reads every
 //! object again and starts the stream's state afresh.
+//!
+//! # Streams written by a key template
+//!
+//! A stream whose objects were named by a key template (the sink's, or any layout of
+//! [`s3conn_layout::layouts`]) says so with [`S3StreamConfig::with_template`]. Keys are then
+//! read back with the template, relative to the stream's prefix:
+//!
+//! - only keys the template could have rendered are read, and when the template names the
+//!   stream (`${STREAM_NAME}`, `${NAMESPACE}`), only this stream's keys;
+//! - every Hive-style folder (`year=2024`, `date=2024-11-27`, `country=FR`) becomes a string
+//!   column of every record read from that object (Hive's null folder
+//!   `__HIVE_DEFAULT_PARTITION__` gives a null), unless the file has a column of that name;
+//! - with a start date, a template whose leading folders hold the time (`date=${DATE}`,
+//!   `${YEAR}/${MONTH}`) is listed folder by folder from the start date on, instead of listing
+//!   the whole prefix: a historical backfill of the last month of a ten-year bucket lists one
+//!   month. A folder's time is then its objects' time: a folder before the start date is not
+//!   read, whenever its objects were written.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+use arrow_array::{ArrayRef, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, FieldRef, Schema};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
@@ -27,6 +46,7 @@ use s3conn_formats::{
     DecodeInput, DecodeOptions, Decoder, FormatPlugin, RangedDecoder, RangedStep, Registry,
     StreamDecoder,
 };
+use s3conn_layout::template::{KeyMatcher, ParsedKey, RenderContext, Template};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
@@ -40,6 +60,12 @@ use crate::source::{
 /// Bytes read from a decompressed object per decoder call.
 const READ_CHUNK: usize = 256 << 10;
 
+/// The most time folders a stream lists one by one; a longer range lists the whole prefix.
+const MAX_PLANNED_PREFIXES: usize = 2_000;
+
+/// Folder listings in flight at once.
+const LIST_CONCURRENCY: usize = 8;
+
 /// One stream of an [`S3Source`]: the objects under a prefix, in one format.
 #[derive(Debug, Clone)]
 pub struct S3StreamConfig {
@@ -47,6 +73,7 @@ pub struct S3StreamConfig {
     prefix: String,
     format: Option<String>,
     options: DecodeOptions,
+    template: Option<Template>,
 }
 
 impl S3StreamConfig {
@@ -58,6 +85,7 @@ impl S3StreamConfig {
             prefix: prefix.into(),
             format: None,
             options: DecodeOptions::default(),
+            template: None,
         }
     }
 
@@ -71,6 +99,27 @@ impl S3StreamConfig {
     /// objects without an extension.
     pub fn with_format(mut self, format: impl Into<String>) -> Self {
         self.format = Some(format.into());
+        self
+    }
+
+    /// The key template the stream's objects were written with, relative to the prefix: it
+    /// selects the stream's objects, adds its Hive-style folders as columns, and lets a start
+    /// date skip whole folders (see the module documentation).
+    ///
+    /// ```
+    /// use s3conn_core::s3::S3StreamConfig;
+    /// use s3conn_core::layout::template::{Template, TemplateOptions};
+    /// let options = TemplateOptions::default().with_hive(true).with_column("country");
+    /// let template = Template::parse_with(
+    ///     "${STREAM_NAME}/${DATE}/${country}/part-{part_number}{format_extension}",
+    ///     &options,
+    /// )?;
+    /// // Reads users/date=2024-11-27/country=FR/part-0.parquet with columns `date` and `country`.
+    /// let stream = S3StreamConfig::new("users", "exports").with_template(template);
+    /// # Ok::<(), s3conn_core::Error>(())
+    /// ```
+    pub fn with_template(mut self, template: Template) -> Self {
+        self.template = Some(template);
         self
     }
 
@@ -136,10 +185,18 @@ impl S3SourceBuilder {
                 })?),
                 None => None,
             };
+            let layout = match &config.template {
+                Some(template) => Some(StreamLayout {
+                    matcher: template.matcher()?,
+                    template: template.clone(),
+                }),
+                None => None,
+            };
             streams.push(ResolvedStream {
                 prefix: self.connection.key(&config.prefix)?,
                 config,
                 plugin,
+                layout,
             });
         }
         Ok(S3Source {
@@ -158,6 +215,61 @@ struct ResolvedStream {
     config: S3StreamConfig,
     prefix: Path,
     plugin: Option<Arc<dyn FormatPlugin>>,
+    layout: Option<StreamLayout>,
+}
+
+/// What a stream lists to find its objects.
+#[derive(Debug)]
+enum Listing {
+    /// Everything under its prefix.
+    Whole(Path),
+    /// Everything under `prefix` that sorts after `offset` (S3's start-after).
+    After { prefix: Path, offset: Path },
+    /// Each of these folders.
+    Folders(Vec<Path>),
+}
+
+/// The template a stream's keys were written with, compiled for reading keys back.
+#[derive(Debug)]
+struct StreamLayout {
+    template: Template,
+    matcher: KeyMatcher,
+}
+
+impl ResolvedStream {
+    /// The key relative to the stream's prefix.
+    fn relative<'a>(&self, key: &'a Path) -> &'a str {
+        let prefix = self.prefix.as_ref();
+        let key = key.as_ref();
+        if prefix.is_empty() {
+            key
+        } else {
+            key.strip_prefix(prefix)
+                .and_then(|k| k.strip_prefix('/'))
+                .unwrap_or(key)
+        }
+    }
+
+    /// What the stream's template reads out of `key`, when it has a template: `None` when
+    /// the key is not one of this stream's (the template could not have rendered it, or it
+    /// names another stream).
+    fn parse_key(&self, key: &Path) -> Option<ParsedKey> {
+        let layout = self.layout.as_ref()?;
+        let parsed = layout.matcher.parse(self.relative(key))?;
+        let id = &self.config.id;
+        let stream_ok = parsed.get("STREAM_NAME").is_none_or(|s| s == id.name());
+        let namespace_ok = layout
+            .template
+            .variables()
+            .all(|v| *v != s3conn_layout::template::Variable::Namespace)
+            || parsed.get("NAMESPACE") == id.namespace();
+        (stream_ok && namespace_ok).then_some(parsed)
+    }
+
+    /// Whether `key` belongs to this stream (always, without a template).
+    fn owns(&self, key: &Path) -> bool {
+        self.layout.is_none() || self.parse_key(key).is_some()
+    }
 }
 
 #[derive(Debug)]
@@ -292,14 +404,118 @@ impl Inner {
         Ok(())
     }
 
+    /// How to list a stream's objects: its whole prefix, or, with a start date and a
+    /// template whose leading folders hold the time, only what lies from the start date on.
+    fn listing(&self, stream: &ResolvedStream) -> Result<Listing> {
+        let whole = Listing::Whole(stream.prefix.clone());
+        let (Some(layout), Some(start)) = (&stream.layout, self.start_date) else {
+            return Ok(whole);
+        };
+        let id = &stream.config.id;
+        let now = Utc::now();
+        let ctx = RenderContext::new(id.name(), now)
+            .with_optional_namespace(id.namespace().map(str::to_owned));
+        // A day past now: a writer whose clock runs ahead, or a zone ahead of UTC.
+        let to = now + chrono::TimeDelta::days(1);
+        let prefixes = match layout.template.prefixes(&ctx, start, to) {
+            Ok(p) if !p.is_empty() => p,
+            Ok(_) => return Ok(whole),
+            Err(e) => {
+                tracing::debug!(stream = %id, error = %e, "listing the whole prefix");
+                return Ok(whole);
+            }
+        };
+        let key = |relative: &str| -> Result<Path> {
+            let relative = relative.trim_end_matches('/');
+            let base = stream.prefix.as_ref();
+            let key = match (base.is_empty(), relative.is_empty()) {
+                (_, true) => base.to_owned(),
+                (true, false) => relative.to_owned(),
+                (false, false) => format!("{base}/{relative}"),
+            };
+            Path::parse(&key).map_err(|e| Error::Stream {
+                stream: id.clone(),
+                reason: format!(
+                    "the template gives the folder `{key}`, which is not a valid key: {e}"
+                ),
+            })
+        };
+        // Folders that sort in time order (zero-padded fields, most significant first) are
+        // listed in one go from the first one on, with S3's start-after: the cost grows with
+        // the objects after the start date, not with the bucket.
+        let in_time_order = prefixes
+            .windows(2)
+            .all(|w| matches!(w, [a, b] if a < b && !b.starts_with(a.as_str())));
+        if let (true, Some(first), Some(last)) = (in_time_order, prefixes.first(), prefixes.last())
+        {
+            let common = first
+                .char_indices()
+                .zip(last.chars())
+                .take_while(|((_, a), b)| a == b)
+                .filter(|((_, a), _)| *a == '/')
+                .last()
+                .map_or("", |((i, _), _)| first.get(..i).unwrap_or(""));
+            return Ok(Listing::After {
+                prefix: key(common)?,
+                offset: key(first)?,
+            });
+        }
+        if prefixes.len() > MAX_PLANNED_PREFIXES {
+            tracing::debug!(stream = %id, prefixes = prefixes.len(), "listing the whole prefix");
+            return Ok(whole);
+        }
+        Ok(Listing::Folders(
+            prefixes.iter().map(|p| key(p)).collect::<Result<_>>()?,
+        ))
+    }
+
+    fn list_error(&self, prefix: &Path, source: object_store::Error) -> Error {
+        Error::store("list", self.connection.uri(prefix), source)
+    }
+
     /// The objects of a stream to read now, oldest first.
     async fn plan(&self, stream: &ResolvedStream, seen: &StreamState) -> Result<Vec<ObjectMeta>> {
         let store = self.connection.store();
-        let metas: Vec<ObjectMeta> = store
-            .list(Some(&stream.prefix))
-            .try_collect()
-            .await
-            .map_err(|e| Error::store("list", self.connection.uri(&stream.prefix), e))?;
+        let listing = self.listing(stream)?;
+        tracing::debug!(stream = %stream.config.id, ?listing, "listing");
+        let listed: Vec<Vec<ObjectMeta>> = match &listing {
+            Listing::Whole(prefix) => vec![
+                store
+                    .list(Some(prefix))
+                    .try_collect()
+                    .await
+                    .map_err(|e| self.list_error(prefix, e))?,
+            ],
+            Listing::After { prefix, offset } => vec![
+                store
+                    .list_with_offset(Some(prefix), offset)
+                    .try_collect()
+                    .await
+                    .map_err(|e| self.list_error(prefix, e))?,
+            ],
+            Listing::Folders(folders) => {
+                futures::stream::iter(folders.iter().cloned())
+                    .map(|folder: Path| async move {
+                        store
+                            .list(Some(&folder))
+                            .try_collect::<Vec<_>>()
+                            .await
+                            .map_err(|e| self.list_error(&folder, e))
+                    })
+                    .buffered(LIST_CONCURRENCY)
+                    .try_collect()
+                    .await?
+            }
+        };
+        // Stores that ignore start-after are held to it here.
+        let after = match &listing {
+            Listing::After { offset, .. } => Some(offset.as_ref()),
+            _ => None,
+        };
+        let metas = listed
+            .into_iter()
+            .flatten()
+            .filter(|m| after.is_none_or(|offset| m.location.as_ref() > offset));
         let depth = stream.prefix.parts().count();
         let mut todo: Vec<ObjectMeta> = metas
             .into_iter()
@@ -310,6 +526,7 @@ impl Inner {
                 })
             })
             .filter(|m| self.plugin_for(stream, &m.location).is_some())
+            .filter(|m| stream.owns(&m.location))
             .filter(|m| self.start_date.is_none_or(|start| m.last_modified >= start))
             .filter(|m| {
                 seen.seen.get(m.location.as_ref()).map(String::as_str)
@@ -359,7 +576,7 @@ impl Inner {
             let span = tracing::debug_span!("object", %uri, size = meta.size);
             let _enter = span.enter();
             match self
-                .read_object(id, &plugin, &stream.config.options, &meta, &uri, out)
+                .read_object(stream, &plugin, &meta, &uri, out)
                 .await
             {
                 Ok(outcome) => {
@@ -397,13 +614,17 @@ impl Inner {
 
     async fn read_object(
         &self,
-        stream: &StreamId,
+        stream: &ResolvedStream,
         plugin: &Arc<dyn FormatPlugin>,
-        options: &DecodeOptions,
         meta: &ObjectMeta,
         uri: &str,
         out: &Emitter,
     ) -> Result<Outcome> {
+        let partitions = stream
+            .parse_key(&meta.location)
+            .map(|k| k.partitions().to_vec())
+            .unwrap_or_default();
+        let options = &stream.config.options;
         let read_err = |source| Error::Read {
             uri: uri.to_owned(),
             source,
@@ -412,9 +633,10 @@ impl Inner {
             .decoder(&DecodeInput::with_size(meta.size), options)
             .map_err(read_err)?;
         let mut tag = Tagger {
-            stream: stream.clone(),
+            stream: stream.config.id.clone(),
             origin: uri,
             version: meta.e_tag.as_deref(),
+            partitions: &partitions,
             rows: 0,
         };
         let skipped = match decoder {
@@ -515,12 +737,12 @@ impl Inner {
                 .decode(buf.get(..n).unwrap_or_default())
                 .map_err(read_err)?;
             while let Some(batch) = decoder.next_batch() {
-                out.emit(SourceMessage::Batch(tag.batch(batch))).await?;
+                out.emit(SourceMessage::Batch(tag.batch(batch)?)).await?;
             }
         }
         decoder.finish().map_err(read_err)?;
         while let Some(batch) = decoder.next_batch() {
-            out.emit(SourceMessage::Batch(tag.batch(batch))).await?;
+            out.emit(SourceMessage::Batch(tag.batch(batch)?)).await?;
         }
         Ok(decoder.skipped_rows())
     }
@@ -557,7 +779,7 @@ impl Inner {
                     decoder.push_ranges(ranges, data).map_err(read_err)?;
                 }
                 RangedStep::Batch(batch) => {
-                    out.emit(SourceMessage::Batch(tag.batch(batch))).await?;
+                    out.emit(SourceMessage::Batch(tag.batch(batch)?)).await?;
                 }
                 RangedStep::Finished => return Ok(()),
             }
@@ -570,23 +792,55 @@ struct Outcome {
     skipped: u64,
 }
 
-/// Tags the batches of one object with their stream and position, counting rows.
+/// Tags the batches of one object with their stream, position and partition columns,
+/// counting rows.
 struct Tagger<'a> {
     stream: StreamId,
     origin: &'a str,
     version: Option<&'a str>,
+    /// Hive-style folder values of the object's key, added as columns.
+    partitions: &'a [(String, Option<String>)],
     rows: u64,
 }
 
 impl Tagger<'_> {
-    fn batch(&mut self, records: arrow_array::RecordBatch) -> Batch {
+    fn batch(&mut self, records: RecordBatch) -> Result<Batch> {
         let mut position = Position::new(self.origin, self.rows);
         if let Some(v) = self.version {
             position = position.with_version(v);
         }
         self.rows += records.num_rows() as u64;
-        Batch::new(self.stream.clone(), records, position)
+        let records =
+            with_partition_columns(records, self.partitions).map_err(|e| Error::Stream {
+                stream: self.stream.clone(),
+                reason: format!("cannot add the partition columns of {}: {e}", self.origin),
+            })?;
+        Ok(Batch::new(self.stream.clone(), records, position))
     }
+}
+
+/// `batch` with a string column per partition folder it does not already have.
+fn with_partition_columns(
+    batch: RecordBatch,
+    partitions: &[(String, Option<String>)],
+) -> std::result::Result<RecordBatch, arrow_schema::ArrowError> {
+    let schema = batch.schema();
+    let missing: Vec<&(String, Option<String>)> = partitions
+        .iter()
+        .filter(|(name, _)| schema.column_with_name(name).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(batch);
+    }
+    let rows = batch.num_rows();
+    let mut fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    for (name, value) in missing {
+        fields.push(Arc::new(Field::new(name, DataType::Utf8, true)));
+        columns.push(Arc::new(StringArray::from(vec![value.as_deref(); rows])));
+    }
+    let schema = Schema::new_with_metadata(fields, schema.metadata().clone());
+    RecordBatch::try_new(Arc::new(schema), columns)
 }
 
 #[cfg(test)]
@@ -666,6 +920,82 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(changed.rows(), 2);
+    }
+
+    fn strings(batch: &RecordBatch, name: &str) -> Vec<Option<String>> {
+        let column = batch.column_by_name(name).unwrap();
+        let strings = column.as_any().downcast_ref::<StringArray>().unwrap();
+        strings.iter().map(|v| v.map(str::to_owned)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_template_selects_keys_adds_partition_columns_and_prunes_by_date() {
+        use s3conn_layout::template::{Template, TemplateOptions};
+        let store = Arc::new(InMemory::new());
+        for key in [
+            "out/crm/users/d=05-11-2024/country=FR/0.jsonl",
+            "out/crm/users/d=06-11-2024/country=__HIVE_DEFAULT_PARTITION__/0.jsonl",
+            "out/crm/users/d=06-11-2024/country=a%2Fb/1.jsonl",
+            "out/crm/users/d=01-10-2024/country=FR/0.jsonl",
+            "out/crm/orders/d=06-11-2024/country=FR/0.jsonl",
+            "out/users/d=06-11-2024/country=FR/0.jsonl",
+            "out/crm/users/loose.jsonl",
+        ] {
+            store
+                .put(&Path::parse(key).unwrap(), "{\"a\": 1}\n".into())
+                .await
+                .unwrap();
+        }
+        // Day-first folders do not sort in time order: each day's folder is listed.
+        let options = TemplateOptions::default()
+            .with_hive(true)
+            .with_column("country");
+        let template = Template::parse_with(
+            "${NAMESPACE}/${STREAM_NAME}/d=%d-%m-%Y/${country}/{part_number}{format_extension}",
+            &options,
+        )
+        .unwrap();
+        let start = chrono::TimeZone::with_ymd_and_hms(&Utc, 2024, 11, 1, 0, 0, 0).unwrap();
+        let connection = Connection::new(store, Path::default(), "memory://bucket");
+        let source = S3Source::builder(connection)
+            .with_stream(
+                S3StreamConfig::new("users", "out")
+                    .with_namespace("crm")
+                    .with_format("ndjson")
+                    .with_template(template),
+            )
+            .with_start_date(start)
+            .build()
+            .unwrap();
+        let stream = source.inner.streams.first().unwrap();
+        let Listing::Folders(folders) = source.inner.listing(stream).unwrap() else {
+            panic!("day-first folders are listed one by one");
+        };
+        assert_eq!(
+            folders.first().map(|f| f.as_ref()),
+            Some("out/crm/users/d=01-11-2024")
+        );
+        let read = source.read_all(ReadRequest::default()).await.unwrap();
+        let mut rows: Vec<(Option<String>, Option<String>)> = read
+            .batches
+            .iter()
+            .flat_map(|b| {
+                let d = strings(&b.records, "d");
+                let c = strings(&b.records, "country");
+                d.into_iter().zip(c)
+            })
+            .collect();
+        rows.sort();
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            rows,
+            [
+                (some("05-11-2024"), some("FR")),
+                (some("06-11-2024"), None),
+                (some("06-11-2024"), some("a/b")),
+            ],
+            "October is pruned, other streams and namespaces and loose files are not this stream's"
+        );
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@ use std::fmt;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use regex::Regex;
 
-use super::{Part, Slot, Template, TimeField, Variable, escape::unescape};
+use super::{HIVE_NULL, Part, Slot, Template, TimeField, Variable, escape::unescape};
 use crate::error::{Error, Result};
 
 /// A compiled matcher for the keys of one template: [`Template::matcher`].
@@ -20,6 +20,8 @@ pub struct KeyMatcher {
     regex: Regex,
     /// Each capture group's variable name, whether its value is escaped, and the variable.
     groups: Vec<Group>,
+    /// The column of each Hive-style folder's value group (`p0`, `p1`…).
+    partitions: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -41,6 +43,7 @@ impl fmt::Debug for KeyMatcher {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ParsedKey {
     values: BTreeMap<String, String>,
+    partitions: Vec<(String, Option<String>)>,
 }
 
 impl ParsedKey {
@@ -53,6 +56,14 @@ impl ParsedKey {
     /// Every value, by variable name.
     pub fn values(&self) -> &BTreeMap<String, String> {
         &self.values
+    }
+
+    /// The key's Hive-style partition folders (`name=value`), in the order of the key: the
+    /// column name and its unescaped value, `None` for Hive's null
+    /// (`__HIVE_DEFAULT_PARTITION__`). These are the folders [`KeyMatcher::partition_columns`]
+    /// names.
+    pub fn partitions(&self) -> &[(String, Option<String>)] {
+        &self.partitions
     }
 
     fn number<T: std::str::FromStr>(&self, name: &str) -> Option<T> {
@@ -200,9 +211,44 @@ fn slot_pattern(slot: &Slot) -> (String, bool) {
     }
 }
 
+/// The column a folder names when it starts with the literal `name=` (a Hive-style folder),
+/// and the literal text after the `=`.
+fn hive_folder(segment: &[Part]) -> Option<(&str, &str)> {
+    let Some(Part::Literal(text)) = segment.first() else {
+        return None;
+    };
+    let (name, rest) = text.split_once('=')?;
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    valid.then_some((name, rest))
+}
+
+/// The pattern of a run of parts, with a capture group per variable.
+fn parts_pattern(template: &Template, parts: &[Part], groups: &mut Vec<Group>) -> String {
+    let mut body = String::new();
+    for part in parts {
+        match part {
+            Part::Literal(text) => body.push_str(&regex::escape(text)),
+            Part::Var(slot) => body.push_str(&group(template, slot, false, groups)),
+        }
+    }
+    body
+}
+
 impl KeyMatcher {
     pub(super) fn new(template: &Template) -> Result<Self> {
         let mut groups: Vec<Group> = Vec::new();
+        let mut partitions: Vec<String> = Vec::new();
+        let mut partition = |column: &str, value: String| {
+            partitions.push(column.to_owned());
+            format!(
+                "{}=(?P<p{}>{value})",
+                regex::escape(column),
+                partitions.len() - 1
+            )
+        };
         let segments: Vec<&Vec<Part>> =
             template.segments.iter().filter(|s| !s.is_empty()).collect();
         let last = segments.len().saturating_sub(1);
@@ -210,32 +256,27 @@ impl KeyMatcher {
         for (i, segment) in segments.iter().enumerate() {
             let dir = i < last;
             let (body, optional) = match (template.options.hive && dir, segment.as_slice()) {
-                (true, [Part::Var(slot)]) if slot.is_partition() => (
-                    format!(
-                        "{}={}",
-                        regex::escape(&slot.name.to_ascii_lowercase()),
-                        group(template, slot, true, &mut groups)
-                    ),
-                    false,
-                ),
+                (true, [Part::Var(slot)]) if slot.is_partition() => {
+                    let value = group(template, slot, true, &mut groups);
+                    (partition(&slot.name.to_ascii_lowercase(), value), false)
+                }
                 // A folder of one value that may be empty (the namespace, a static value)
                 // disappears when it is. A column's empty value is written as Hive's null
                 // instead, so that keys stay unambiguous.
                 (_, [Part::Var(slot)]) if dir && template.may_vanish(slot) => {
                     (group(template, slot, false, &mut groups), true)
                 }
-                _ => {
-                    let mut body = String::new();
-                    for part in segment.iter() {
-                        match part {
-                            Part::Literal(text) => body.push_str(&regex::escape(text)),
-                            Part::Var(slot) => {
-                                body.push_str(&group(template, slot, false, &mut groups));
-                            }
-                        }
-                    }
-                    (body, false)
+                // A folder written as `name=…`, such as `date=${DATE}` or `d=%d-%m-%Y`.
+                (_, parts) if dir && hive_folder(parts).is_some() => {
+                    let (column, rest) = hive_folder(parts).unwrap_or_default();
+                    let value = format!(
+                        "{}{}",
+                        regex::escape(rest),
+                        parts_pattern(template, parts.get(1..).unwrap_or_default(), &mut groups)
+                    );
+                    (partition(column, value), false)
                 }
+                (_, parts) => (parts_pattern(template, parts, &mut groups), false),
             };
             let separator = if dir { "/" } else { "" };
             if optional {
@@ -250,13 +291,32 @@ impl KeyMatcher {
             template: template.source.clone(),
             reason: format!("cannot read keys back with this template: {e}"),
         })?;
-        Ok(Self { regex, groups })
+        Ok(Self {
+            regex,
+            groups,
+            partitions,
+        })
+    }
+
+    /// The columns of the template's Hive-style partition folders, in the order of the key:
+    /// in Hive mode every folder of one partition variable (`year`, `job_id`, `country`), and
+    /// in any mode a folder written `name=…` (`date=${DATE}` gives `date`, `d=%d-%m-%Y`
+    /// gives `d`). A column named twice is listed once.
+    pub fn partition_columns(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for name in &self.partitions {
+            if !out.contains(&name.as_str()) {
+                out.push(name);
+            }
+        }
+        out
     }
 
     /// The values in `key`, or `None` when the template could not have rendered it (or a
     /// variable that appears twice has two values).
     pub fn parse(&self, key: &str) -> Option<ParsedKey> {
         let captures = self.regex.captures(key)?;
+        let mut partitions: Vec<(String, Option<String>)> = Vec::new();
         let mut values: BTreeMap<String, String> = BTreeMap::new();
         let mut first: BTreeMap<&str, &Variable> = BTreeMap::new();
         for (i, group) in self.groups.iter().enumerate() {
@@ -268,6 +328,7 @@ impl KeyMatcher {
             } else {
                 m.as_str().to_owned()
             };
+
             match first.get(group.name.as_str()) {
                 // The same variable twice must agree; the same name with another spec or
                 // clock (`{date}` and `{date:yyyy}`) keeps its first value.
@@ -283,6 +344,17 @@ impl KeyMatcher {
                 }
             }
         }
-        Some(ParsedKey { values })
+        for (i, column) in self.partitions.iter().enumerate() {
+            if partitions.iter().any(|(c, _)| c == column) {
+                continue;
+            }
+            let value = captures
+                .name(&format!("p{i}"))
+                .map(|m| m.as_str())
+                .filter(|v| *v != HIVE_NULL)
+                .map(unescape);
+            partitions.push((column.clone(), value));
+        }
+        Some(ParsedKey { values, partitions })
     }
 }

@@ -439,6 +439,17 @@ fn keys_are_read_back_hive_and_date_folders() {
     assert_eq!(parsed.get("part_number"), Some("00003"));
     assert_eq!(parsed.get("format_extension"), Some(".csv.gz"));
     assert_eq!(parsed.date(), NaiveDate::from_ymd_opt(2024, 11, 27));
+    assert_eq!(m.partition_columns(), ["year", "month", "day", "job_id"]);
+    let some = |s: &str| Some(s.to_owned());
+    assert_eq!(
+        parsed.partitions(),
+        [
+            ("year".to_owned(), some("2024")),
+            ("month".to_owned(), some("11")),
+            ("day".to_owned(), some("27")),
+            ("job_id".to_owned(), some("d12d74f4")),
+        ]
+    );
     assert!(
         m.parse("s3_1_db1_public_table_1/year=2024/month=11/part-0.csv")
             .is_none()
@@ -454,6 +465,31 @@ fn keys_are_read_back_hive_and_date_folders() {
         .unwrap();
     assert_eq!(parsed.date(), NaiveDate::from_ymd_opt(2024, 2, 29));
     assert_eq!(parsed.get("STREAM_NAME"), Some("users"));
+    // `date=${DATE}` is a Hive-style folder even outside Hive mode.
+    assert_eq!(export.partition_columns(), ["date"]);
+    assert_eq!(
+        parsed.partitions(),
+        [("date".to_owned(), some("2024-02-29"))]
+    );
+
+    // Escaped values come back unescaped, and Hive's null comes back as no value.
+    let options = TemplateOptions::default()
+        .with_hive(true)
+        .with_column("country");
+    let t = Template::parse_with("${STREAM_NAME}/${country}/{part_number}", &options).unwrap();
+    let m = t.matcher().unwrap();
+    let ctx = RenderContext::new("s", time());
+    for (value, expected) in [("a/b=c", some("a/b=c")), ("", None)] {
+        let key = t.render(&ctx.clone().with_value("country", value)).unwrap();
+        let parsed = m.parse(&key).unwrap();
+        assert_eq!(
+            parsed.partitions(),
+            [("country".to_owned(), expected)],
+            "{key}"
+        );
+    }
+    let plain = Template::parse("${STREAM_NAME}/${YEAR}/{part_number}").unwrap();
+    assert!(plain.matcher().unwrap().partition_columns().is_empty());
 
     let default = layouts::stream_folders().matcher().unwrap();
     let with_ns = default
