@@ -52,7 +52,15 @@ fuzz_target!(|data: &[u8]| {
                 assert!(!key.starts_with('/') && !key.contains("//"));
                 assert!(!key.split('/').any(|s| s == ".." || s == "."));
                 if let Ok(matcher) = template.matcher() {
-                    let _ = matcher.parse(&key);
+                    let columns = matcher.partition_columns();
+                    if let Some(parsed) = matcher.parse(&key) {
+                        // Every Hive-style folder the template declares is read back, once.
+                        let read: Vec<&str> =
+                            parsed.partitions().iter().map(|(c, _)| c.as_str()).collect();
+                        assert_eq!(read, columns);
+                        let _ = (parsed.date(), parsed.time());
+                    }
+                    let _ = template.prefixes(&ctx, time, time + chrono::TimeDelta::days(3));
                 }
             }
         }

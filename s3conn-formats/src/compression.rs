@@ -257,6 +257,8 @@ pub(crate) enum CompressingWriter {
     Gzip(flate2::write::GzEncoder<OutputBuffer>),
     Deflate(flate2::write::ZlibEncoder<OutputBuffer>),
     Zstd(zstd::stream::write::Encoder<'static, OutputBuffer>),
+    Bzip2(bzip2::write::BzEncoder<OutputBuffer>),
+    Xz(liblzma::write::XzEncoder<OutputBuffer>),
 }
 
 impl fmt::Debug for CompressingWriter {
@@ -266,6 +268,8 @@ impl fmt::Debug for CompressingWriter {
             Self::Gzip(_) => "gzip",
             Self::Deflate(_) => "deflate",
             Self::Zstd(_) => "zstd",
+            Self::Bzip2(_) => "bzip2",
+            Self::Xz(_) => "xz",
         };
         f.debug_tuple("CompressingWriter").field(&name).finish()
     }
@@ -275,10 +279,8 @@ impl fmt::Debug for CompressingWriter {
 impl CompressingWriter {
     pub(crate) fn new(compression: Compression, level: Option<i32>) -> Result<Self> {
         let out = OutputBuffer::default();
-        let flate_level = |default: u32| {
-            let level = level.map_or(default, |l| l.clamp(0, 9).unsigned_abs());
-            flate2::Compression::new(level)
-        };
+        let level_0_9 = |default: u32| level.map_or(default, |l| l.clamp(0, 9).unsigned_abs());
+        let flate_level = |default: u32| flate2::Compression::new(level_0_9(default));
         Ok(match compression {
             Compression::None => Self::Plain(out),
             Compression::Gzip => Self::Gzip(flate2::write::GzEncoder::new(out, flate_level(6))),
@@ -289,13 +291,11 @@ impl CompressingWriter {
                 zstd::stream::write::Encoder::new(out, level.unwrap_or(3).clamp(-7, 22))
                     .map_err(Error::from)?,
             ),
-            other => {
-                return Err(Error::Unsupported {
-                    what: format!(
-                        "writing {other}-compressed files (supported: none, gzip, zstd, deflate)"
-                    ),
-                });
-            }
+            Compression::Bzip2 => Self::Bzip2(bzip2::write::BzEncoder::new(
+                out,
+                bzip2::Compression::new(level_0_9(9).max(1)),
+            )),
+            Compression::Xz => Self::Xz(liblzma::write::XzEncoder::new(out, level_0_9(6))),
         })
     }
 
@@ -305,6 +305,8 @@ impl CompressingWriter {
             Self::Gzip(w) => w.get_mut(),
             Self::Deflate(w) => w.get_mut(),
             Self::Zstd(w) => w.get_mut(),
+            Self::Bzip2(w) => w.get_mut(),
+            Self::Xz(w) => w.get_mut(),
         }
     }
 
@@ -314,6 +316,8 @@ impl CompressingWriter {
             Self::Gzip(w) => w.get_ref(),
             Self::Deflate(w) => w.get_ref(),
             Self::Zstd(w) => w.get_ref(),
+            Self::Bzip2(w) => w.get_ref(),
+            Self::Xz(w) => w.get_ref(),
         }
     }
 
@@ -330,6 +334,12 @@ impl CompressingWriter {
             Self::Zstd(w) => {
                 w.do_finish()?;
             }
+            Self::Bzip2(w) => {
+                w.try_finish()?;
+            }
+            Self::Xz(w) => {
+                w.try_finish()?;
+            }
         }
         Ok(())
     }
@@ -342,6 +352,8 @@ impl Write for CompressingWriter {
             Self::Gzip(w) => w.write(data),
             Self::Deflate(w) => w.write(data),
             Self::Zstd(w) => w.write(data),
+            Self::Bzip2(w) => w.write(data),
+            Self::Xz(w) => w.write(data),
         }
     }
 
@@ -385,12 +397,7 @@ mod tests {
     #[tokio::test]
     async fn writable_codecs_roundtrip_and_are_detected() {
         let data = "line\n".repeat(10_000);
-        for c in [
-            Compression::None,
-            Compression::Gzip,
-            Compression::Zstd,
-            Compression::Deflate,
-        ] {
+        for c in Compression::ALL {
             assert_eq!(roundtrip(c, data.as_bytes()).await, data.as_bytes(), "{c}");
         }
     }

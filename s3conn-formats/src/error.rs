@@ -48,6 +48,15 @@ pub enum Error {
         message: String,
     },
 
+    /// An option has a value that cannot be used.
+    #[error("invalid {option}: {reason}")]
+    InvalidOption {
+        /// The option (`delimiter`, `record shape`, `codec`).
+        option: &'static str,
+        /// What is wrong, and what to give instead.
+        reason: String,
+    },
+
     /// The operation or input is not supported.
     #[error("unsupported: {what}")]
     Unsupported {

@@ -61,6 +61,7 @@ pub mod ndjson;
 pub mod parquet;
 mod plugin;
 mod registry;
+pub mod shape;
 
 pub use error::{Error, Result};
 pub use plugin::{

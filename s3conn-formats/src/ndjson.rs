@@ -52,7 +52,8 @@ impl FormatPlugin for NdjsonFormat {
     }
 
     fn encoder(&self, schema: SchemaRef, options: &EncodeOptions) -> Result<Box<dyn Encoder>> {
-        let out = CompressingWriter::new(options.compression, options.compression_level)?;
+        let out =
+            CompressingWriter::new(options.whole_file_compression()?, options.compression_level)?;
         let _ = schema;
         Ok(Box::new(NdjsonEncoder {
             writer: LineDelimitedWriter::new(out),

@@ -80,6 +80,12 @@ pub trait FormatPlugin: Send + Sync + fmt::Debug + 'static {
         })
     }
 
+    /// Check that this plugin can write with `options` (its codec and level), before any
+    /// file is opened. The default accepts the whole-file codecs of text formats.
+    fn check_encode_options(&self, options: &EncodeOptions) -> Result<()> {
+        options.whole_file_compression().map(|_| ())
+    }
+
     /// An encoder for one file of `schema`.
     fn encoder(&self, schema: SchemaRef, options: &EncodeOptions) -> Result<Box<dyn Encoder>> {
         let _ = (schema, options);
@@ -104,6 +110,9 @@ macro_rules! forward_plugin {
             }
             fn is_self_compressing(&self) -> bool {
                 (**self).is_self_compressing()
+            }
+            fn check_encode_options(&self, options: &EncodeOptions) -> Result<()> {
+                (**self).check_encode_options(options)
             }
             fn decoder(&self, input: &DecodeInput, options: &DecodeOptions) -> Result<Decoder> {
                 (**self).decoder(input, options)
@@ -313,19 +322,46 @@ impl DecodeOptions {
 }
 
 /// Options for encoding.
+///
+/// The codec is named the same way for every format: for text formats (NDJSON, CSV, JSON)
+/// it compresses the whole file (`gzip`, `zstd`, `bzip2`, `xz`, `deflate`); for formats that
+/// compress their own content it is their internal codec (Parquet: `snappy`, `gzip`, `lz4`,
+/// `zstd`, `brotli`, `uncompressed`; Avro: `null`, `deflate`, `bzip2`, `xz`, `zstandard`,
+/// `snappy`). [`FormatPlugin::check_encode_options`] says whether a plugin takes it.
+///
+/// ```
+/// use s3conn_formats::{compression::Compression, EncodeOptions};
+/// let text = EncodeOptions::default().with_compression(Compression::Gzip).with_compression_level(9);
+/// assert_eq!(text.whole_file_compression()?, Compression::Gzip);
+/// let parquet = EncodeOptions::default().with_codec("brotli").with_compression_level(5);
+/// assert_eq!(parquet.codec.as_deref(), Some("brotli"));
+/// # Ok::<(), s3conn_formats::Error>(())
+/// ```
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct EncodeOptions {
-    /// Whole-file compression, for formats that do not compress themselves.
-    pub compression: Compression,
+    /// The codec by name; `None` is the plugin's default (no whole-file compression for text
+    /// formats; the plugin's own setting for Parquet and Avro).
+    pub codec: Option<String>,
     /// Compression level, when the codec has levels.
     pub compression_level: Option<i32>,
+    /// How records are shaped into the file's columns.
+    pub shape: crate::shape::RecordShape,
 }
 
 impl EncodeOptions {
-    /// Compress the whole file with `compression`.
+    /// Compress the whole file with `compression` (text formats).
     pub fn with_compression(mut self, compression: Compression) -> Self {
-        self.compression = compression;
+        self.codec = match compression {
+            Compression::None => None,
+            other => Some(other.name().to_owned()),
+        };
+        self
+    }
+
+    /// Use the codec `name` (see the type's documentation for each format's codecs).
+    pub fn with_codec(mut self, name: impl Into<String>) -> Self {
+        self.codec = Some(name.into());
         self
     }
 
@@ -333,6 +369,20 @@ impl EncodeOptions {
     pub fn with_compression_level(mut self, level: i32) -> Self {
         self.compression_level = Some(level);
         self
+    }
+
+    /// Shape records as `shape` (default: flattened, one column per field).
+    pub fn with_shape(mut self, shape: crate::shape::RecordShape) -> Self {
+        self.shape = shape;
+        self
+    }
+
+    /// The whole-file compression the codec names (text formats).
+    pub fn whole_file_compression(&self) -> Result<Compression> {
+        match &self.codec {
+            None => Ok(Compression::None),
+            Some(name) => name.parse(),
+        }
     }
 }
 
@@ -345,7 +395,10 @@ pub fn file_extension(plugin: &dyn FormatPlugin, options: &EncodeOptions) -> Str
         ext.push_str(first);
     }
     if !plugin.is_self_compressing()
-        && let Some(c) = options.compression.extension()
+        && let Some(c) = options
+            .whole_file_compression()
+            .ok()
+            .and_then(|c| c.extension())
     {
         ext.push('.');
         ext.push_str(c);

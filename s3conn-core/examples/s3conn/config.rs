@@ -28,14 +28,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use s3conn_core::auth::ConnectionConfig;
-use s3conn_core::formats::compression::Compression;
-use s3conn_core::formats::parquet::ParquetFormat;
-use s3conn_core::formats::{DecodeOptions, EncodeOptions, ErrorPolicy, FormatPlugin, Registry};
+use s3conn_core::formats::shape::RecordShape;
+use s3conn_core::formats::{DecodeOptions, EncodeOptions, ErrorPolicy, Registry};
 use s3conn_core::layout::layouts::Layout;
 use s3conn_core::layout::template::{CharacterPolicy, Clock, TemplateOptions};
 use s3conn_core::layout::{SyncReport, Template};
@@ -131,6 +129,8 @@ pub(crate) enum SinkSection {
         compression: Option<String>,
         #[serde(default)]
         compression_level: Option<i32>,
+        #[serde(default)]
+        shape: Option<String>,
         #[serde(default)]
         template: Option<String>,
         #[serde(default)]
@@ -235,6 +235,7 @@ pub(crate) fn build_sink(section: SinkSection) -> Result<S3Sink, s3conn_core::Er
         format,
         compression,
         compression_level,
+        shape,
         template,
         layout,
         hive,
@@ -250,21 +251,16 @@ pub(crate) fn build_sink(section: SinkSection) -> Result<S3Sink, s3conn_core::Er
     } = section;
     let mut builder = S3Sink::builder(connection.connect()?);
     let mut encode = EncodeOptions::default();
-    let plugin: Arc<dyn FormatPlugin> = if format.eq_ignore_ascii_case("parquet") {
-        let mut parquet = ParquetFormat::default();
-        if let Some(codec) = &compression {
-            parquet = parquet.with_compression(parquet_codec(codec, compression_level)?);
-        }
-        Arc::new(parquet)
-    } else {
-        if let Some(codec) = &compression {
-            encode = encode.with_compression(Compression::from_str(codec)?);
-        }
-        if let Some(level) = compression_level {
-            encode = encode.with_compression_level(level);
-        }
-        Registry::default().get(&format)?
-    };
+    if let Some(codec) = compression {
+        encode = encode.with_codec(codec);
+    }
+    if let Some(level) = compression_level {
+        encode = encode.with_compression_level(level);
+    }
+    if let Some(shape) = shape {
+        encode = encode.with_shape(shape.parse::<RecordShape>()?);
+    }
+    let plugin = Registry::default().get(&format)?;
     builder = builder.with_format(plugin).with_encode_options(encode);
     let mut options = TemplateOptions::default().with_hive(hive);
     if let Some(clock) = clock {
@@ -318,38 +314,6 @@ fn template(
         (Some(t), None) => Some(Template::parse_with(&t, &options)?),
         (None, Some(l)) => Some(l.parse::<Layout>()?.template_with(options)?),
         (None, None) => None,
-    })
-}
-
-/// A Parquet codec by name (`snappy`, `zstd`, `gzip`, `lz4`, `brotli`, `uncompressed`).
-fn parquet_codec(
-    name: &str,
-    level: Option<i32>,
-) -> Result<parquet::basic::Compression, s3conn_core::Error> {
-    use parquet::basic::{BrotliLevel, Compression as C, GzipLevel, ZstdLevel};
-    let bad = |reason: String| s3conn_core::Error::Config { reason };
-    let level_error = |e: parquet::errors::ParquetError| bad(format!("compression_level: {e}"));
-    Ok(match name.to_ascii_lowercase().as_str() {
-        "uncompressed" | "none" => C::UNCOMPRESSED,
-        "snappy" => C::SNAPPY,
-        "lz4" => C::LZ4_RAW,
-        "gzip" => C::GZIP(match level {
-            Some(l) => GzipLevel::try_new(l.unsigned_abs()).map_err(level_error)?,
-            None => GzipLevel::default(),
-        }),
-        "zstd" => C::ZSTD(match level {
-            Some(l) => ZstdLevel::try_new(l).map_err(level_error)?,
-            None => ZstdLevel::default(),
-        }),
-        "brotli" => C::BROTLI(match level {
-            Some(l) => BrotliLevel::try_new(l.unsigned_abs()).map_err(level_error)?,
-            None => BrotliLevel::default(),
-        }),
-        other => {
-            return Err(bad(format!(
-                "Parquet compression `{other}`: use uncompressed, snappy, gzip, lz4, zstd or brotli"
-            )));
-        }
     })
 }
 
@@ -435,7 +399,7 @@ mod tests {
             build_sink(config.sink).unwrap_err().to_string()
         };
         assert!(sink("format = \"xml\"").contains("no format plugin for `xml`"));
-        assert!(sink("compression = \"lzo\"").contains("Parquet compression `lzo`"));
+        assert!(sink("compression = \"lzo\"").contains("Parquet codec `lzo`"));
         assert!(sink("template = \"${NOPE}/x\"").contains("unknown variable"));
         assert!(sink("template = \"${STREAM_NAME}/x\"").contains("{part_number}"));
         assert!(sink("layout = \"export\"\ntemplate = \"x/{part_number}\"").contains("keep one"));

@@ -162,6 +162,7 @@ impl S3SinkBuilder {
             Some(f) => f,
             None => s3conn_formats::Registry::default().get("parquet")?,
         };
+        format.check_encode_options(&self.encode)?;
         let extension = file_extension(format.as_ref(), &self.encode);
         let partitioner = Partitioner::new(&self.template);
         let time_column = self.template.time_column().map(str::to_owned);
@@ -312,7 +313,10 @@ struct OpenFile {
     encoder: Box<dyn Encoder>,
     upload: Upload,
     rows: u64,
+    /// The schema of the records written to it.
     schema: SchemaRef,
+    /// The schema of the file's columns (the records' schema, shaped).
+    file_schema: SchemaRef,
     checksum: crc_fast::Digest,
     time_range: Option<(i64, i64)>,
     /// When it was last written, in writes since `begin` (to close the least recent).
@@ -639,13 +643,12 @@ impl InProgress {
         }
         let opened_at = Utc::now();
         let key = self.claim_key(cfg, stream, &partition, opened_at).await?;
-        let encoder = cfg
-            .format
-            .encoder(schema.clone(), &cfg.encode)
-            .map_err(|source| Error::Write {
-                uri: cfg.connection.uri(&key),
-                source,
-            })?;
+        let encoder =
+            s3conn_formats::shape::encoder(cfg.format.as_ref(), schema.clone(), &cfg.encode)
+                .map_err(|source| Error::Write {
+                    uri: cfg.connection.uri(&key),
+                    source,
+                })?;
         tracing::debug!(key = %key, "opening file");
         self.open.push(OpenFile {
             stream: stream.clone(),
@@ -658,6 +661,10 @@ impl InProgress {
                 len: 0,
             },
             rows: 0,
+            file_schema: Arc::clone(
+                s3conn_formats::shape::Shaper::new(cfg.encode.shape.clone(), schema.clone())?
+                    .schema(),
+            ),
             schema,
             checksum: crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme),
             time_range: None,
@@ -892,7 +899,7 @@ impl InProgress {
             size,
             rows: file.rows,
             e_tag,
-            schema: file.schema,
+            schema: file.file_schema,
             checksum,
             time_range: file.time_range,
         });

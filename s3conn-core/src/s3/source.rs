@@ -575,10 +575,7 @@ impl Inner {
             let uri = self.connection.uri(&meta.location);
             let span = tracing::debug_span!("object", %uri, size = meta.size);
             let _enter = span.enter();
-            match self
-                .read_object(stream, &plugin, &meta, &uri, out)
-                .await
-            {
+            match self.read_object(stream, &plugin, &meta, &uri, out).await {
                 Ok(outcome) => {
                     if outcome.skipped > 0 {
                         out.emit(SourceMessage::Notice(Notice::SkippedRows {

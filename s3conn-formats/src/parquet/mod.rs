@@ -26,13 +26,13 @@ use bytes::Bytes;
 use parquet::DecodeResult;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::push_decoder::{ParquetPushDecoder, ParquetPushDecoderBuilder};
-use parquet::basic::{Compression as ParquetCodec, GzipLevel, ZstdLevel};
+use parquet::basic::{BrotliLevel, Compression as ParquetCodec, GzipLevel, ZstdLevel};
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataPushDecoder};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 mod pages;
 
-use crate::compression::{Compression, OutputBuffer};
+use crate::compression::OutputBuffer;
 use crate::error::{Error, Result};
 use crate::plugin::{
     DecodeInput, DecodeOptions, Decoder, EncodeOptions, Encoder, FormatPlugin, RangedDecoder,
@@ -140,34 +140,43 @@ impl ParquetFormat {
         }
     }
 
-    fn properties(&self, options: &EncodeOptions) -> Result<WriterProperties> {
-        let codec = match (options.compression, options.compression_level) {
-            (Compression::None, None) => self.compression,
-            (Compression::None, Some(_)) => self.compression,
-            (Compression::Gzip, level) => ParquetCodec::GZIP(
-                GzipLevel::try_new(level.map_or(6, |l| l.clamp(0, 9).unsigned_abs())).map_err(
-                    |e| Error::Encode {
-                        format: FORMAT,
-                        message: e.to_string(),
-                    },
-                )?,
+    /// The codec `options` name, or the plugin's own.
+    fn codec(&self, options: &EncodeOptions) -> Result<ParquetCodec> {
+        let Some(name) = options.codec.as_deref() else {
+            return Ok(self.compression);
+        };
+        let level = options.compression_level;
+        let bad_level = |e: parquet::errors::ParquetError| Error::Encode {
+            format: FORMAT,
+            message: format!("{name} level: {e}"),
+        };
+        Ok(match name.to_ascii_lowercase().as_str() {
+            "uncompressed" | "none" => ParquetCodec::UNCOMPRESSED,
+            "snappy" => ParquetCodec::SNAPPY,
+            "lz4" | "lz4_raw" => ParquetCodec::LZ4_RAW,
+            "gzip" => ParquetCodec::GZIP(
+                GzipLevel::try_new(level.map_or(6, |l| l.max(0).unsigned_abs()))
+                    .map_err(bad_level)?,
             ),
-            (Compression::Zstd, level) => {
-                ParquetCodec::ZSTD(ZstdLevel::try_new(level.unwrap_or(3)).map_err(|e| {
-                    Error::Encode {
-                        format: FORMAT,
-                        message: e.to_string(),
-                    }
-                })?)
+            "zstd" => {
+                ParquetCodec::ZSTD(ZstdLevel::try_new(level.unwrap_or(3)).map_err(bad_level)?)
             }
-            (other, _) => {
+            "brotli" => ParquetCodec::BROTLI(
+                BrotliLevel::try_new(level.map_or(4, |l| l.max(0).unsigned_abs()))
+                    .map_err(bad_level)?,
+            ),
+            other => {
                 return Err(Error::Unsupported {
                     what: format!(
-                        "{other} compression inside Parquet: use snappy, gzip, lz4, zstd or brotli on the Parquet plugin"
+                        "Parquet codec `{other}`: use uncompressed, snappy, gzip, lz4, zstd or brotli"
                     ),
                 });
             }
-        };
+        })
+    }
+
+    fn properties(&self, options: &EncodeOptions) -> Result<WriterProperties> {
+        let codec = self.codec(options)?;
         Ok(WriterProperties::builder()
             .set_compression(codec)
             .set_max_row_group_bytes(Some(self.row_group_bytes))
@@ -196,6 +205,10 @@ impl FormatPlugin for ParquetFormat {
 
     fn is_self_compressing(&self) -> bool {
         true
+    }
+
+    fn check_encode_options(&self, options: &EncodeOptions) -> Result<()> {
+        self.codec(options).map(|_| ())
     }
 
     fn decoder(&self, input: &DecodeInput, options: &DecodeOptions) -> Result<Decoder> {

@@ -267,6 +267,19 @@ impl Granularity {
         }
     }
 
+    /// About how many units `span` holds (months of 28 days, years of 365: an upper bound).
+    fn units(&self, span: TimeDelta) -> i64 {
+        match self {
+            Self::Year => span.num_days() / 365,
+            Self::Month => span.num_days() / 28,
+            Self::Day => span.num_days(),
+            Self::Hour => span.num_hours(),
+            Self::Minute => span.num_minutes(),
+            Self::Second => span.num_seconds(),
+            Self::Millisecond => span.num_milliseconds(),
+        }
+    }
+
     /// The start of the next unit after `t` (a unit start), in wall-clock time.
     fn step_local(&self, t: NaiveDateTime) -> Option<NaiveDateTime> {
         match self {
@@ -349,8 +362,8 @@ fn format_granularity(format: &str) -> Option<Granularity> {
             }
             Some('H' | 'I' | 'k' | 'l' | 'p' | 'P') => Granularity::Hour,
             Some('M' | 'R') => Granularity::Minute,
-            Some('S' | 'T' | 'X' | 'r') => Granularity::Second,
-            Some('f' | 's') => Granularity::Millisecond,
+            Some('S' | 'T' | 'X' | 'r' | 's') => Granularity::Second,
+            Some('f') => Granularity::Millisecond,
             _ => return None,
         };
         finest = Some(finest.map_or(g, |f: Granularity| f.max(g)));
@@ -944,20 +957,22 @@ impl Template {
                 };
                 let end = zone.naive_local(to).ok_or_else(out_of_range)?;
                 let mut local = g.truncate_local(zone.naive_local(from).ok_or_else(out_of_range)?);
+                // Bounded by the time units walked, not only by the prefixes kept: a fine
+                // unit under a coarse folder repeats one prefix many times.
+                if g.units(end - local) > MAX_PREFIXES as i64 {
+                    return Err(Error::Unsuitable {
+                        template: self.source.clone(),
+                        reason: format!(
+                            "the range spans more than {MAX_PREFIXES} units of the template's finest folder time; narrow it"
+                        ),
+                    });
+                }
                 while local <= end {
                     if let Some(t) = zone.to_utc(local) {
                         let prefix = render(Some(t))?;
                         if out.last() != Some(&prefix) {
                             out.push(prefix);
                         }
-                    }
-                    if out.len() > MAX_PREFIXES {
-                        return Err(Error::Unsuitable {
-                            template: self.source.clone(),
-                            reason: format!(
-                                "the range gives more than {MAX_PREFIXES} prefixes; narrow it"
-                            ),
-                        });
                     }
                     // Wall-clock steps always move forward.
                     match g.step_local(local) {

@@ -575,6 +575,29 @@ fn prefixes_list_only_the_folders_of_a_range() {
 }
 
 #[test]
+fn a_range_of_too_many_time_units_is_refused_quickly() {
+    // Found by fuzzing: `%s` (epoch seconds) over three days walked 260,000 seconds.
+    let t = Template::parse("e/%s/{part_number}").unwrap();
+    let from = time();
+    let err = t
+        .prefixes(
+            &RenderContext::new("s", from),
+            from,
+            from + TimeDelta::days(3),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("narrow it"), "{err}");
+    let ok = t
+        .prefixes(
+            &RenderContext::new("s", from),
+            from,
+            from + TimeDelta::seconds(2),
+        )
+        .unwrap();
+    assert_eq!(ok.len(), 3);
+}
+
+#[test]
 fn truncation_follows_the_zone() {
     let paris: Zone = "Europe/Paris".parse().unwrap();
     let t = Utc.with_ymd_and_hms(2024, 7, 1, 22, 30, 0).unwrap();
