@@ -80,6 +80,17 @@ pub trait FormatPlugin: Send + Sync + fmt::Debug + 'static {
         })
     }
 
+    /// This plugin with one of its settings changed, by name: how hosts configure formats
+    /// from text (a config file, a command line). Each plugin documents its keys (CSV:
+    /// `delimiter`, `header`, `quote`…). The default knows no keys.
+    fn with_option(&self, key: &str, value: &str) -> Result<Arc<dyn FormatPlugin>> {
+        let _ = value;
+        Err(Error::InvalidOption {
+            option: "format option",
+            reason: format!("the `{}` format has no option `{key}`", self.name()),
+        })
+    }
+
     /// Check that this plugin can write with `options` (its codec and level), before any
     /// file is opened. The default accepts the whole-file codecs of text formats.
     fn check_encode_options(&self, options: &EncodeOptions) -> Result<()> {
@@ -113,6 +124,9 @@ macro_rules! forward_plugin {
             }
             fn check_encode_options(&self, options: &EncodeOptions) -> Result<()> {
                 (**self).check_encode_options(options)
+            }
+            fn with_option(&self, key: &str, value: &str) -> Result<Arc<dyn FormatPlugin>> {
+                (**self).with_option(key, value)
             }
             fn decoder(&self, input: &DecodeInput, options: &DecodeOptions) -> Result<Decoder> {
                 (**self).decoder(input, options)
