@@ -54,7 +54,10 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod compression;
+#[cfg(feature = "csv")]
+pub mod csv;
 mod error;
+pub mod infer;
 #[cfg(feature = "json")]
 pub mod ndjson;
 #[cfg(feature = "parquet")]

@@ -203,6 +203,12 @@ pub trait StreamDecoder: Send + fmt::Debug {
     fn skipped_rows(&self) -> u64 {
         0
     }
+
+    /// The schema of the batches, once the decoder knows it (after inference, or from a
+    /// header). A file with a header and no rows has a schema and no batch.
+    fn schema(&self) -> Option<SchemaRef> {
+        None
+    }
 }
 
 /// What a [`RangedDecoder`] wants next.
@@ -264,6 +270,25 @@ pub enum ErrorPolicy {
     Fail,
     /// Skip the record and count it (see [`StreamDecoder::skipped_rows`]).
     Skip,
+    /// Keep the record: values that do not fit the schema (and fields the schema does not
+    /// have) are set aside, as a JSON object, in the rescue column
+    /// ([`DecodeOptions::rescue_column`]), and the record's other values are kept.
+    Rescue,
+}
+
+impl std::str::FromStr for ErrorPolicy {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "fail" => Ok(Self::Fail),
+            "skip" => Ok(Self::Skip),
+            "rescue" => Ok(Self::Rescue),
+            other => Err(Error::InvalidOption {
+                option: "error policy",
+                reason: format!("`{other}`: use fail, skip or rescue"),
+            }),
+        }
+    }
 }
 
 /// Options for decoding.
@@ -282,6 +307,8 @@ pub struct DecodeOptions {
     pub on_error: ErrorPolicy,
     /// The longest line a text decoder buffers before it gives up.
     pub max_line_bytes: usize,
+    /// The column that holds rescued values under [`ErrorPolicy::Rescue`].
+    pub rescue_column: String,
 }
 
 impl Default for DecodeOptions {
@@ -293,6 +320,7 @@ impl Default for DecodeOptions {
             infer_bytes: 1 << 20,
             on_error: ErrorPolicy::Fail,
             max_line_bytes: 64 << 20,
+            rescue_column: "_rescued_data".into(),
         }
     }
 }
@@ -325,6 +353,12 @@ impl DecodeOptions {
     /// Set the bad-record policy.
     pub fn with_error_policy(mut self, policy: ErrorPolicy) -> Self {
         self.on_error = policy;
+        self
+    }
+
+    /// Name the rescue column (default `_rescued_data`).
+    pub fn with_rescue_column(mut self, name: impl Into<String>) -> Self {
+        self.rescue_column = name.into();
         self
     }
 

@@ -30,6 +30,12 @@ impl Default for Registry {
         let mut registry = Self::empty();
         #[cfg(feature = "parquet")]
         registry.register(Arc::new(crate::parquet::ParquetFormat::default()));
+        #[cfg(feature = "csv")]
+        {
+            registry.register(Arc::new(crate::csv::CsvFormat::psv()));
+            registry.register(Arc::new(crate::csv::CsvFormat::tsv()));
+            registry.register(Arc::new(crate::csv::CsvFormat::csv()));
+        }
         #[cfg(feature = "json")]
         registry.register(Arc::new(crate::ndjson::NdjsonFormat));
         registry
@@ -128,6 +134,9 @@ mod tests {
         assert!(r.for_path("noext").is_none());
         assert!(r.for_path("manifests/1.json").is_none());
         let err = r.get("xml").unwrap_err().to_string();
-        assert!(err.contains("registered: ndjson, parquet"), "{err}");
+        assert!(
+            err.contains("registered: ndjson, csv, tsv, psv, parquet"),
+            "{err}"
+        );
     }
 }
