@@ -59,6 +59,8 @@ pub mod csv;
 mod error;
 pub mod infer;
 #[cfg(feature = "json")]
+pub mod json;
+#[cfg(feature = "json")]
 pub mod ndjson;
 #[cfg(feature = "parquet")]
 pub mod parquet;

@@ -8,7 +8,10 @@
 //! error that names its line, never dropped silently.
 //!
 //! The encoder writes one object per line, optionally compressed as a whole
-//! ([`EncodeOptions::compression`]).
+//! (the codec of [`EncodeOptions`]). With [`DecodeOptions::nested_as_json`] nested values stay
+//! JSON text; strings that are all dates or timestamps are read as such
+//! ([`DecodeOptions::infer_temporal`]); under [`ErrorPolicy::Rescue`] a bad line keeps the fields
+//! that fit and sets the rest aside in the rescue column.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,7 +19,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_json::reader::{Decoder as JsonDecoder, ReaderBuilder};
 use arrow_json::writer::LineDelimitedWriter;
-use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
+use arrow_schema::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
 use bytes::Bytes;
 
 use crate::compression::CompressingWriter;
@@ -48,6 +51,7 @@ impl FormatPlugin for NdjsonFormat {
     fn decoder(&self, _input: &DecodeInput, options: &DecodeOptions) -> Result<Decoder> {
         Ok(Decoder::Stream(Box::new(NdjsonDecoder::new(
             options.clone(),
+            FORMAT,
         ))))
     }
 
@@ -61,13 +65,18 @@ impl FormatPlugin for NdjsonFormat {
     }
 }
 
-/// Push-style NDJSON decoder (see the module docs).
+/// Push-style NDJSON decoder (see the module docs). The JSON plugin reuses it for the
+/// elements of a top-level array, under its own format name.
 #[derive(Debug)]
-struct NdjsonDecoder {
+pub(crate) struct NdjsonDecoder {
+    format: &'static str,
     options: DecodeOptions,
     /// Bytes buffered for schema inference, before the inner decoder exists.
     sample: Vec<u8>,
+    /// Complete lines with content in the sample.
     sample_lines: usize,
+    /// Whether the sample's last, unfinished line has content.
+    sample_line_has_content: bool,
     schema: Option<SchemaRef>,
     inner: Option<InnerDecoder>,
     /// The unterminated last line seen so far.
@@ -90,12 +99,15 @@ impl std::fmt::Debug for InnerDecoder {
 }
 
 impl NdjsonDecoder {
-    fn new(options: DecodeOptions) -> Self {
+    pub(crate) fn new(options: DecodeOptions, format: &'static str) -> Self {
+        let schema = options.schema.as_ref().map(|s| with_rescue(s, &options));
         Self {
-            schema: options.schema.clone(),
+            format,
+            schema,
             options,
             sample: Vec::new(),
             sample_lines: 0,
+            sample_line_has_content: false,
             inner: None,
             carry: Vec::new(),
             batch_bytes: Vec::new(),
@@ -112,7 +124,7 @@ impl NdjsonDecoder {
             .with_coerce_primitive(true)
             .build_decoder()
             .map_err(|e| Error::Schema {
-                format: FORMAT,
+                format: self.format,
                 message: e.to_string(),
             })
     }
@@ -138,21 +150,42 @@ impl NdjsonDecoder {
             // The last piece may be a line cut in the middle.
             pieces.pop();
         }
-        let values: Vec<serde_json::Value> = pieces
+        let mut values: Vec<serde_json::Value> = pieces
             .into_iter()
             .filter(|p| !is_blank(p))
             .take(self.options.infer_rows)
             .filter_map(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
             .filter(serde_json::Value::is_object)
             .collect();
+        if self.options.nested_as_json {
+            for value in &mut values {
+                stringify_nested(value);
+            }
+        }
         let schema = arrow_json::reader::infer_json_schema_from_iterator(values.iter().map(Ok))
             .map_err(|e| Error::Schema {
-                format: FORMAT,
+                format: self.format,
                 message: format!("cannot infer a schema from the first lines: {e}"),
             })?;
         // Columns come in the order the data first shows them (serde_json keeps object
         // order with its `preserve_order` feature, which this crate enables).
-        Ok(Arc::new(settle_nulls(&schema)))
+        let schema = settle_nulls(&schema);
+        let schema = if self.options.infer_temporal {
+            refine_temporal(&schema, &values)
+        } else {
+            schema
+        };
+        if let Some(name) = self.rescue_column()
+            && schema.column_with_name(name).is_some()
+        {
+            return Err(Error::Schema {
+                format: self.format,
+                message: format!(
+                    "the records have a field `{name}`, the name of the rescue column; name the rescue column otherwise"
+                ),
+            });
+        }
+        Ok(with_rescue(&Arc::new(schema), &self.options))
     }
 
     fn push_bytes(&mut self, mut buf: &[u8]) -> Result<()> {
@@ -185,7 +218,7 @@ impl NdjsonDecoder {
     fn check_carry(&self) -> Result<()> {
         if self.carry.len() > self.options.max_line_bytes {
             return Err(Error::Decode {
-                format: FORMAT,
+                format: self.format,
                 line: Some(self.batch_start_line + count_lines(&self.batch_bytes) + 1),
                 message: format!(
                     "the line is longer than {} bytes without a newline; is this really NDJSON?",
@@ -196,8 +229,28 @@ impl NdjsonDecoder {
         Ok(())
     }
 
+    fn rescue_column(&self) -> Option<&str> {
+        (self.options.on_error == ErrorPolicy::Rescue)
+            .then_some(self.options.rescue_column.as_str())
+    }
+
     /// Feed whole lines (`lines` ends with a newline) to the inner decoder.
     fn feed(&mut self, lines: &[u8]) -> Result<()> {
+        let rewritten;
+        let lines = if self.options.nested_as_json {
+            rewritten = rewrite_lines(lines, |line, out| {
+                match serde_json::from_slice::<serde_json::Value>(line) {
+                    Ok(mut value) if value.is_object() => {
+                        stringify_nested(&mut value);
+                        serde_json::to_writer(&mut *out, &value).is_ok()
+                    }
+                    _ => false,
+                }
+            });
+            &rewritten[..]
+        } else {
+            lines
+        };
         let mut rest = lines;
         let mut stalled = false;
         while !rest.is_empty() {
@@ -213,7 +266,7 @@ impl NdjsonDecoder {
                         // The batch is full.
                         if n == 0 && stalled {
                             return Err(Error::Decode {
-                                format: FORMAT,
+                                format: self.format,
                                 line: Some(self.batch_start_line + 1),
                                 message: "the decoder made no progress".into(),
                             });
@@ -256,7 +309,7 @@ impl NdjsonDecoder {
     /// Find the bad lines one by one; fail on the first, or skip them and keep the rest.
     fn recover(&mut self, pending: Vec<u8>, batch_error: &str) -> Result<()> {
         let schema = self.schema.clone().ok_or_else(|| Error::Schema {
-            format: FORMAT,
+            format: self.format,
             message: "no schema".into(),
         })?;
         let mut good = Vec::with_capacity(pending.len());
@@ -273,12 +326,20 @@ impl NdjsonDecoder {
                 }
                 Err(message) => {
                     bad += 1;
-                    if self.options.on_error == ErrorPolicy::Fail {
-                        return Err(Error::Decode {
-                            format: FORMAT,
-                            line: Some(line),
-                            message: explain(&message),
-                        });
+                    match self.options.on_error {
+                        ErrorPolicy::Fail => {
+                            return Err(Error::Decode {
+                                format: self.format,
+                                line: Some(line),
+                                message: explain(&message),
+                            });
+                        }
+                        ErrorPolicy::Rescue => {
+                            let rescued = self.rescue(&schema, piece);
+                            good.extend_from_slice(&rescued);
+                            good.push(b'\n');
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -286,7 +347,7 @@ impl NdjsonDecoder {
         if bad == 0 {
             // No single line fails on its own: report the batch as a whole.
             return Err(Error::Decode {
-                format: FORMAT,
+                format: self.format,
                 line: Some(self.batch_start_line + 1),
                 message: format!(
                     "{} (in the {} lines from here)",
@@ -295,7 +356,9 @@ impl NdjsonDecoder {
                 ),
             });
         }
-        self.skipped += bad;
+        if self.options.on_error != ErrorPolicy::Rescue {
+            self.skipped += bad;
+        }
         self.batch_start_line += count_lines(&pending);
         // Decode the good lines with a fresh decoder and flush them at once, so that the
         // decoder is empty again and a later failure cannot lose these rows.
@@ -303,13 +366,13 @@ impl NdjsonDecoder {
         let mut rest = &good[..];
         while !rest.is_empty() {
             let n = fresh.decode(rest).map_err(|e| Error::Decode {
-                format: FORMAT,
+                format: self.format,
                 line: None,
                 message: e.to_string(),
             })?;
             rest = rest.get(n..).unwrap_or(&[]);
             let flushed = fresh.flush().map_err(|e| Error::Decode {
-                format: FORMAT,
+                format: self.format,
                 line: None,
                 message: e.to_string(),
             })?;
@@ -322,6 +385,46 @@ impl NdjsonDecoder {
         }
         self.inner = Some(InnerDecoder(fresh));
         Ok(())
+    }
+
+    /// A bad line made good: the fields that fit the schema are kept, the others (and a line
+    /// that is not a JSON object at all) go to the rescue column as a JSON object.
+    fn rescue(&self, schema: &SchemaRef, line: &[u8]) -> Vec<u8> {
+        let column = self.options.rescue_column.clone();
+        let mut kept = serde_json::Map::new();
+        let mut rescued = serde_json::Map::new();
+        match serde_json::from_slice::<serde_json::Value>(line) {
+            Ok(serde_json::Value::Object(object)) => {
+                for (key, value) in object {
+                    let fits = key != column
+                        && schema.field_with_name(&key).is_ok_and(|field| {
+                            let one = Arc::new(Schema::new(vec![field.clone()]));
+                            let mut single = serde_json::Map::new();
+                            single.insert(key.clone(), value.clone());
+                            let text = serde_json::Value::Object(single).to_string();
+                            self.decode_one(&one, text.as_bytes()).is_ok()
+                        });
+                    if fits {
+                        kept.insert(key, value);
+                    } else {
+                        rescued.insert(key, value);
+                    }
+                }
+            }
+            _ => {
+                rescued.insert(
+                    "_line".into(),
+                    serde_json::Value::String(String::from_utf8_lossy(line).into_owned()),
+                );
+            }
+        }
+        if !rescued.is_empty() {
+            kept.insert(
+                column,
+                serde_json::Value::String(serde_json::Value::Object(rescued).to_string()),
+            );
+        }
+        serde_json::Value::Object(kept).to_string().into_bytes()
     }
 
     fn decode_one(&self, schema: &SchemaRef, line: &[u8]) -> std::result::Result<(), String> {
@@ -341,7 +444,14 @@ impl StreamDecoder for NdjsonDecoder {
     fn decode(&mut self, buf: &[u8]) -> Result<()> {
         if self.inner.is_none() {
             self.sample.extend_from_slice(buf);
-            self.sample_lines += memchr::memchr_iter(b'\n', buf).count();
+            for &b in buf {
+                if b == b'\n' {
+                    self.sample_lines += usize::from(self.sample_line_has_content);
+                    self.sample_line_has_content = false;
+                } else if !b.is_ascii_whitespace() {
+                    self.sample_line_has_content = true;
+                }
+            }
             if self.schema.is_some()
                 || self.sample_lines >= self.options.infer_rows
                 || self.sample.len() >= self.options.infer_bytes
@@ -372,7 +482,7 @@ impl StreamDecoder for NdjsonDecoder {
             .is_some_and(|d| d.0.has_partial_record());
         if partial {
             return Err(Error::Decode {
-                format: FORMAT,
+                format: self.format,
                 line: Some(self.batch_start_line + count_lines(&self.batch_bytes)),
                 message: "the file ends in the middle of a JSON object".into(),
             });
@@ -387,6 +497,86 @@ impl StreamDecoder for NdjsonDecoder {
     fn skipped_rows(&self) -> u64 {
         self.skipped
     }
+
+    fn schema(&self) -> Option<SchemaRef> {
+        self.inner.as_ref().and(self.schema.clone())
+    }
+}
+
+/// `schema` with the rescue column, when the policy is rescue and it lacks one.
+fn with_rescue(schema: &SchemaRef, options: &DecodeOptions) -> SchemaRef {
+    if options.on_error != ErrorPolicy::Rescue
+        || schema.column_with_name(&options.rescue_column).is_some()
+    {
+        return Arc::clone(schema);
+    }
+    let mut fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new(
+        &options.rescue_column,
+        DataType::Utf8,
+        true,
+    )));
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// Replace each top-level object or array value by its JSON text.
+fn stringify_nested(value: &mut serde_json::Value) {
+    if let serde_json::Value::Object(map) = value {
+        for v in map.values_mut() {
+            if v.is_object() || v.is_array() {
+                *v = serde_json::Value::String(v.to_string());
+            }
+        }
+    }
+}
+
+/// Each line of `lines` rewritten by `f` (which writes the new line and says whether it
+/// did); a line `f` cannot rewrite is kept as it is, so line numbers stay true.
+fn rewrite_lines(lines: &[u8], mut f: impl FnMut(&[u8], &mut Vec<u8>) -> bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(lines.len() + lines.len() / 8);
+    for line in lines.split_inclusive(|b| *b == b'\n') {
+        let body = line.strip_suffix(b"\n").unwrap_or(line);
+        let start = out.len();
+        if is_blank(body) || !f(body, &mut out) {
+            out.truncate(start);
+            out.extend_from_slice(body);
+        }
+        if line.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+/// Top-level string fields whose sampled values are all dates or all timestamps become
+/// `Date32` or `Timestamp(µs)` (with the zone when they carry offsets).
+fn refine_temporal(schema: &Schema, values: &[serde_json::Value]) -> Schema {
+    let fields: Vec<FieldRef> = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            if field.data_type() != &DataType::Utf8 {
+                return Arc::clone(field);
+            }
+            let mut inference =
+                crate::infer::ColumnInference::with_bools(crate::infer::BoolWords {
+                    true_words: Vec::new(),
+                    false_words: Vec::new(),
+                });
+            for value in values {
+                if let Some(serde_json::Value::String(s)) = value.get(field.name()) {
+                    inference.observe(s);
+                }
+            }
+            match inference.data_type() {
+                t @ (DataType::Date32 | DataType::Timestamp(_, _)) => {
+                    Arc::new(field.as_ref().clone().with_data_type(t))
+                }
+                _ => Arc::clone(field),
+            }
+        })
+        .collect();
+    Schema::new_with_metadata(fields, schema.metadata().clone())
 }
 
 fn is_blank(bytes: &[u8]) -> bool {

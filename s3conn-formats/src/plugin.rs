@@ -309,6 +309,12 @@ pub struct DecodeOptions {
     pub max_line_bytes: usize,
     /// The column that holds rescued values under [`ErrorPolicy::Rescue`].
     pub rescue_column: String,
+    /// JSON: keep nested objects and arrays as JSON text in string columns, instead of
+    /// structs and lists.
+    pub nested_as_json: bool,
+    /// Text formats: read strings that are all dates or all timestamps as dates and
+    /// timestamps (default on).
+    pub infer_temporal: bool,
 }
 
 impl Default for DecodeOptions {
@@ -321,6 +327,8 @@ impl Default for DecodeOptions {
             on_error: ErrorPolicy::Fail,
             max_line_bytes: 64 << 20,
             rescue_column: "_rescued_data".into(),
+            nested_as_json: false,
+            infer_temporal: true,
         }
     }
 }
@@ -353,6 +361,18 @@ impl DecodeOptions {
     /// Set the bad-record policy.
     pub fn with_error_policy(mut self, policy: ErrorPolicy) -> Self {
         self.on_error = policy;
+        self
+    }
+
+    /// Keep nested JSON objects and arrays as JSON text (default off: structs and lists).
+    pub fn with_nested_as_json(mut self, on: bool) -> Self {
+        self.nested_as_json = on;
+        self
+    }
+
+    /// Read strings that look like dates and timestamps as such (default on).
+    pub fn with_infer_temporal(mut self, on: bool) -> Self {
+        self.infer_temporal = on;
         self
     }
 

@@ -37,7 +37,10 @@ impl Default for Registry {
             registry.register(Arc::new(crate::csv::CsvFormat::csv()));
         }
         #[cfg(feature = "json")]
-        registry.register(Arc::new(crate::ndjson::NdjsonFormat));
+        {
+            registry.register(Arc::new(crate::json::JsonFormat));
+            registry.register(Arc::new(crate::ndjson::NdjsonFormat));
+        }
         registry
     }
 }
@@ -132,10 +135,13 @@ mod tests {
         assert_eq!(m.compression, Compression::None);
         assert!(r.for_path("x.gz").is_none());
         assert!(r.for_path("noext").is_none());
-        assert!(r.for_path("manifests/1.json").is_none());
+        assert_eq!(
+            r.for_path("manifests/1.json").unwrap().plugin.name(),
+            "json"
+        );
         let err = r.get("xml").unwrap_err().to_string();
         assert!(
-            err.contains("registered: ndjson, csv, tsv, psv, parquet"),
+            err.contains("registered: ndjson, json, csv, tsv, psv, parquet"),
             "{err}"
         );
     }
