@@ -69,7 +69,10 @@ impl FormatPlugin for JsonFormat {
             CompressingWriter::new(options.whole_file_compression()?, options.compression_level)?;
         let _ = schema;
         Ok(Box::new(JsonArrayEncoder {
-            writer: arrow_json::WriterBuilder::new().build::<_, LinesArray>(out),
+            // Nulls are written: every element has every column, as consumers expect.
+            writer: arrow_json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, LinesArray>(out),
         }))
     }
 }

@@ -60,7 +60,10 @@ impl FormatPlugin for NdjsonFormat {
             CompressingWriter::new(options.whole_file_compression()?, options.compression_level)?;
         let _ = schema;
         Ok(Box::new(NdjsonEncoder {
-            writer: LineDelimitedWriter::new(out),
+            // Nulls are written: every line has every column, as consumers expect.
+            writer: arrow_json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, arrow_json::writer::LineDelimited>(out),
         }))
     }
 }
