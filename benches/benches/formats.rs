@@ -19,6 +19,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use s3conn_formats::compression::Compression as FileCompression;
+use s3conn_formats::csv::CsvFormat;
+use s3conn_formats::json::JsonFormat;
 use s3conn_formats::ndjson::NdjsonFormat;
 use s3conn_formats::parquet::ParquetFormat;
 use s3conn_formats::{
@@ -225,12 +227,252 @@ fn parquet_decode(c: &mut Criterion) {
     group.finish();
 }
 
+/// The events without their nested columns: what CSV carries natively.
+fn flat(batches: &[arrow_array::RecordBatch]) -> Vec<arrow_array::RecordBatch> {
+    batches
+        .iter()
+        .map(|b| {
+            let keep: Vec<usize> = b
+                .schema()
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| !f.data_type().is_nested())
+                .map(|(i, _)| i)
+                .collect();
+            b.project(&keep).unwrap()
+        })
+        .collect()
+}
+
+fn encode_all(
+    plugin: &dyn FormatPlugin,
+    options: &EncodeOptions,
+    batches: &[arrow_array::RecordBatch],
+) -> Vec<u8> {
+    let mut enc = plugin.encoder(batches[0].schema(), options).unwrap();
+    let mut out = Vec::new();
+    for batch in batches {
+        enc.write(batch).unwrap();
+        out.extend_from_slice(&enc.take_output());
+    }
+    out.extend_from_slice(&enc.finish().unwrap());
+    out
+}
+
+fn decode_all(plugin: &dyn FormatPlugin, options: &DecodeOptions, data: &[u8]) -> usize {
+    let Decoder::Stream(mut decoder) = plugin
+        .decoder(
+            &DecodeInput::default(),
+            &options.clone().with_batch_size(BATCH),
+        )
+        .unwrap()
+    else {
+        unreachable!()
+    };
+    let mut rows = 0;
+    for chunk in data.chunks(CHUNK) {
+        decoder.decode(chunk).unwrap();
+        while let Some(b) = decoder.next_batch() {
+            rows += b.num_rows();
+        }
+    }
+    decoder.finish().unwrap();
+    while let Some(b) = decoder.next_batch() {
+        rows += b.num_rows();
+    }
+    rows
+}
+
+fn csv_decode(c: &mut Criterion) {
+    let data = s3conn_benches::ndjson(EVENTS);
+    let schema = s3conn_benches::schema(&data);
+    let batches = flat(&s3conn_benches::batches(&data, &schema, BATCH));
+    let schema = batches[0].schema();
+    let csv = CsvFormat::csv();
+    let text = encode_all(&csv, &EncodeOptions::default(), &batches);
+    let multi = CsvFormat::csv().with_option("delimiter", "||").unwrap();
+    let multi_text = String::from_utf8(text.clone()).unwrap().replace(',', "||");
+    let mut group = c.benchmark_group("csv_decode");
+    group.throughput(Throughput::Bytes(text.len() as u64));
+    group.bench_function(BenchmarkId::new("arrow-csv", EVENTS), |b| {
+        b.iter(|| {
+            let mut decoder = arrow_csv::ReaderBuilder::new(schema.clone())
+                .with_header(true)
+                .with_batch_size(BATCH)
+                .build_decoder();
+            let mut rows = 0;
+            for chunk in text.chunks(CHUNK) {
+                let mut rest = chunk;
+                while !rest.is_empty() {
+                    let n = decoder.decode(rest).unwrap();
+                    rest = &rest[n..];
+                    if !rest.is_empty() {
+                        rows += decoder.flush().unwrap().map_or(0, |b| b.num_rows());
+                    }
+                }
+            }
+            rows += decoder.flush().unwrap().map_or(0, |b| b.num_rows());
+            assert_eq!(rows as u64, EVENTS);
+        })
+    });
+    let given = DecodeOptions::default().with_schema(schema.clone());
+    group.bench_function(BenchmarkId::new("s3conn", EVENTS), |b| {
+        b.iter(|| assert_eq!(decode_all(&csv, &given, &text) as u64, EVENTS))
+    });
+    group.bench_function(BenchmarkId::new("s3conn-inferred", EVENTS), |b| {
+        b.iter(|| {
+            assert_eq!(
+                decode_all(&csv, &DecodeOptions::default(), &text) as u64,
+                EVENTS
+            )
+        })
+    });
+    group.bench_function(
+        BenchmarkId::new("s3conn-separator-of-two-bytes", EVENTS),
+        |b| {
+            b.iter(|| {
+                assert_eq!(
+                    decode_all(multi.as_ref(), &given, multi_text.as_bytes()) as u64,
+                    EVENTS
+                )
+            })
+        },
+    );
+    group.finish();
+}
+
+fn csv_encode(c: &mut Criterion) {
+    let data = s3conn_benches::ndjson(EVENTS);
+    let schema = s3conn_benches::schema(&data);
+    let batches = flat(&s3conn_benches::batches(&data, &schema, BATCH));
+    let size = encode_all(&CsvFormat::csv(), &EncodeOptions::default(), &batches).len();
+    let mut group = c.benchmark_group("csv_encode");
+    group.throughput(Throughput::Bytes(size as u64));
+    group.bench_function(BenchmarkId::new("arrow-csv", EVENTS), |b| {
+        b.iter(|| {
+            let mut w = arrow_csv::WriterBuilder::new()
+                .with_header(true)
+                .build(Vec::with_capacity(size));
+            for batch in &batches {
+                w.write(batch).unwrap();
+            }
+            w.into_inner().len()
+        })
+    });
+    for (name, codec) in [("s3conn", None), ("s3conn-gzip", Some("gzip"))] {
+        let mut options = EncodeOptions::default();
+        if let Some(codec) = codec {
+            options = options.with_codec(codec);
+        }
+        group.bench_function(BenchmarkId::new(name, EVENTS), |b| {
+            b.iter(|| encode_all(&CsvFormat::csv(), &options, &batches).len())
+        });
+    }
+    group.finish();
+}
+
+fn json_array(c: &mut Criterion) {
+    let data = s3conn_benches::ndjson(EVENTS);
+    let schema = s3conn_benches::schema(&data);
+    let batches = s3conn_benches::batches(&data, &schema, BATCH);
+    let array = encode_all(&JsonFormat, &EncodeOptions::default(), &batches);
+    let mut group = c.benchmark_group("json_array_decode");
+    group.throughput(Throughput::Bytes(array.len() as u64));
+    // The direct path reads the same records as NDJSON: arrow-json has no array reader.
+    group.bench_function(BenchmarkId::new("arrow-json-lines", EVENTS), |b| {
+        b.iter(|| assert_eq!(s3conn_benches::batches(&data, &schema, BATCH).len(), 13))
+    });
+    let given = DecodeOptions::default().with_schema(schema.clone());
+    group.bench_function(BenchmarkId::new("s3conn", EVENTS), |b| {
+        b.iter(|| assert_eq!(decode_all(&JsonFormat, &given, &array) as u64, EVENTS))
+    });
+    group.finish();
+    let mut group = c.benchmark_group("json_array_encode");
+    group.throughput(Throughput::Bytes(array.len() as u64));
+    group.bench_function(BenchmarkId::new("arrow-json", EVENTS), |b| {
+        b.iter(|| {
+            let mut w = arrow_json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, arrow_json::writer::JsonArray>(Vec::with_capacity(array.len()));
+            for batch in &batches {
+                w.write(batch).unwrap();
+            }
+            w.finish().unwrap();
+            w.into_inner().len()
+        })
+    });
+    group.bench_function(BenchmarkId::new("s3conn", EVENTS), |b| {
+        b.iter(|| encode_all(&JsonFormat, &EncodeOptions::default(), &batches).len())
+    });
+    group.finish();
+}
+
+/// What each whole-file codec costs on top of plain NDJSON, at its default level.
+fn text_codecs(c: &mut Criterion) {
+    let data = s3conn_benches::ndjson(EVENTS);
+    let schema = s3conn_benches::schema(&data);
+    let batches = s3conn_benches::batches(&data, &schema, BATCH);
+    let mut group = c.benchmark_group("ndjson_encode_codecs");
+    group.throughput(Throughput::Bytes(data.len() as u64));
+    for codec in ["none", "gzip", "zstd", "bzip2", "xz", "deflate"] {
+        let options = EncodeOptions::default().with_codec(codec);
+        group.bench_function(BenchmarkId::new(codec, EVENTS), |b| {
+            b.iter(|| encode_all(&NdjsonFormat, &options, &batches).len())
+        });
+    }
+    group.finish();
+}
+
+/// Every Parquet codec, the plugin beside ArrowWriter with the same properties.
+fn parquet_codecs(c: &mut Criterion) {
+    use parquet::basic::{BrotliLevel, GzipLevel};
+    let data = s3conn_benches::ndjson(EVENTS);
+    let schema = s3conn_benches::schema(&data);
+    let batches = s3conn_benches::batches(&data, &schema, BATCH);
+    let mut group = c.benchmark_group("parquet_encode_codecs");
+    group.throughput(Throughput::Bytes(data.len() as u64));
+    for (name, codec) in [
+        ("uncompressed", Compression::UNCOMPRESSED),
+        ("snappy", Compression::SNAPPY),
+        ("gzip", Compression::GZIP(GzipLevel::default())),
+        ("lz4", Compression::LZ4_RAW),
+        ("zstd", Compression::ZSTD(ZstdLevel::try_new(3).unwrap())),
+        (
+            "brotli",
+            Compression::BROTLI(BrotliLevel::try_new(4).unwrap()),
+        ),
+    ] {
+        let props = WriterProperties::builder()
+            .set_compression(codec)
+            .set_max_row_group_bytes(Some(64 << 20))
+            .set_max_row_group_row_count(Some(1 << 20))
+            .build();
+        group.bench_function(BenchmarkId::new(format!("arrow-rs-{name}"), EVENTS), |b| {
+            b.iter(|| {
+                let mut w =
+                    ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props.clone())).unwrap();
+                for batch in &batches {
+                    w.write(batch).unwrap();
+                }
+                w.into_inner().unwrap().len()
+            })
+        });
+        let options = EncodeOptions::default().with_codec(name);
+        group.bench_function(BenchmarkId::new(format!("s3conn-{name}"), EVENTS), |b| {
+            b.iter(|| encode_all(&ParquetFormat::default(), &options, &batches).len())
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
-    targets = ndjson_decode, ndjson_encode, parquet_encode, parquet_decode
+    targets = ndjson_decode, ndjson_encode, parquet_encode, parquet_decode, csv_decode,
+        csv_encode, json_array, text_codecs, parquet_codecs
 }
 criterion_main!(benches);

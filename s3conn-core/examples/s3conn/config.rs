@@ -33,7 +33,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use s3conn_core::auth::ConnectionConfig;
 use s3conn_core::formats::shape::RecordShape;
-use s3conn_core::formats::{DecodeOptions, EncodeOptions, ErrorPolicy, Registry};
+use s3conn_core::formats::{DecodeOptions, EncodeOptions, ErrorPolicy, FormatPlugin, Registry};
 use s3conn_core::layout::layouts::Layout;
 use s3conn_core::layout::template::{CharacterPolicy, Clock, TemplateOptions};
 use s3conn_core::layout::{SyncReport, Template};
@@ -94,6 +94,13 @@ pub(crate) struct StreamSection {
     on_error: OnError,
     #[serde(default)]
     batch_size: Option<usize>,
+    /// Settings of the format plugin, by name (CSV: delimiter, header, quote…).
+    #[serde(default)]
+    format_options: BTreeMap<String, String>,
+    #[serde(default)]
+    merge_schemas: bool,
+    #[serde(default)]
+    nested_as_json: bool,
     /// The key template the stream's objects were written with (relative to `prefix`).
     #[serde(default)]
     template: Option<String>,
@@ -115,6 +122,7 @@ enum OnError {
     #[default]
     Fail,
     Skip,
+    Rescue,
 }
 
 /// `[sink]`
@@ -131,6 +139,8 @@ pub(crate) enum SinkSection {
         compression_level: Option<i32>,
         #[serde(default)]
         shape: Option<String>,
+        #[serde(default)]
+        format_options: BTreeMap<String, String>,
         #[serde(default)]
         template: Option<String>,
         #[serde(default)]
@@ -196,19 +206,42 @@ pub(crate) fn build_source(section: SourceSection) -> Result<S3Source, s3conn_co
         builder = builder.with_start_date(start);
     }
     for s in streams {
-        let mut options = DecodeOptions::default().with_error_policy(match s.on_error {
-            OnError::Fail => ErrorPolicy::Fail,
-            OnError::Skip => ErrorPolicy::Skip,
-        });
+        let mut options = DecodeOptions::default()
+            .with_error_policy(match s.on_error {
+                OnError::Fail => ErrorPolicy::Fail,
+                OnError::Skip => ErrorPolicy::Skip,
+                OnError::Rescue => ErrorPolicy::Rescue,
+            })
+            .with_nested_as_json(s.nested_as_json);
         if let Some(n) = s.batch_size {
             options = options.with_batch_size(n);
         }
-        let mut stream = S3StreamConfig::new(&s.name, s.prefix).with_decode_options(options);
+        let mut stream = S3StreamConfig::new(&s.name, s.prefix)
+            .with_decode_options(options)
+            .with_schema_merging(s.merge_schemas);
         if let Some(ns) = s.namespace {
             stream = stream.with_namespace(ns);
         }
-        if let Some(format) = s.format {
-            stream = stream.with_format(format);
+        match (s.format, s.format_options.is_empty()) {
+            (Some(format), true) => stream = stream.with_format(format),
+            (Some(format), false) => {
+                let section = format!("[[source.streams]] `{}`", s.name);
+                let plugin = configure(
+                    Registry::default().get(&format)?,
+                    &s.format_options,
+                    &section,
+                )?;
+                stream = stream.with_plugin(plugin);
+            }
+            (None, true) => {}
+            (None, false) => {
+                return Err(s3conn_core::Error::Config {
+                    reason: format!(
+                        "[[source.streams]] `{}` gives format_options without a format; name the format",
+                        s.name
+                    ),
+                });
+            }
         }
         let mut options = TemplateOptions::default().with_hive(s.hive);
         if let Some(zone) = s.time_zone {
@@ -236,6 +269,7 @@ pub(crate) fn build_sink(section: SinkSection) -> Result<S3Sink, s3conn_core::Er
         compression,
         compression_level,
         shape,
+        format_options,
         template,
         layout,
         hive,
@@ -260,7 +294,7 @@ pub(crate) fn build_sink(section: SinkSection) -> Result<S3Sink, s3conn_core::Er
     if let Some(shape) = shape {
         encode = encode.with_shape(shape.parse::<RecordShape>()?);
     }
-    let plugin = Registry::default().get(&format)?;
+    let plugin = configure(Registry::default().get(&format)?, &format_options, "[sink]")?;
     builder = builder.with_format(plugin).with_encode_options(encode);
     let mut options = TemplateOptions::default().with_hive(hive);
     if let Some(clock) = clock {
@@ -296,6 +330,22 @@ pub(crate) fn build_sink(section: SinkSection) -> Result<S3Sink, s3conn_core::Er
         builder = builder.with_property_definitions(uri);
     }
     builder.build()
+}
+
+/// `plugin` with the settings of a `format_options` table.
+fn configure(
+    mut plugin: Arc<dyn FormatPlugin>,
+    options: &BTreeMap<String, String>,
+    section: &str,
+) -> Result<Arc<dyn FormatPlugin>, s3conn_core::Error> {
+    for (key, value) in options {
+        plugin = plugin
+            .with_option(key, value)
+            .map_err(|e| s3conn_core::Error::Config {
+                reason: format!("{section} format_options: {e}"),
+            })?;
+    }
+    Ok(plugin)
 }
 
 /// The template a section gives, by `template` or by `layout` (not both).
@@ -415,6 +465,11 @@ mod tests {
             build_source(config.source).unwrap_err().to_string()
         };
         assert!(source("template = \"${country}/x\"").contains("unknown variable"));
+        assert!(
+            source("format = \"csv\"\nformat_options = { delimeter = \";\" }")
+                .contains("`delimeter`")
+        );
+        assert!(source("format_options = { header = \"false\" }").contains("without a format"));
         assert!(source("layout = \"export\"\ntemplate = \"x\"").contains("[[source.streams]] `s`"));
     }
 

@@ -35,13 +35,14 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
-use arrow_schema::{DataType, Field, FieldRef, Schema};
+use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{Attribute, GetOptions, GetRange, ObjectMeta, ObjectStore};
 use s3conn_auth::Connection;
 use s3conn_formats::compression::{self, Compression, MAGIC_LEN};
+use s3conn_formats::infer::{conform, merge_schemas};
 use s3conn_formats::{
     DecodeInput, DecodeOptions, Decoder, FormatPlugin, RangedDecoder, RangedStep, Registry,
     StreamDecoder,
@@ -72,8 +73,10 @@ pub struct S3StreamConfig {
     id: StreamId,
     prefix: String,
     format: Option<String>,
+    plugin: Option<Arc<dyn FormatPlugin>>,
     options: DecodeOptions,
     template: Option<Template>,
+    merge_schemas: bool,
 }
 
 impl S3StreamConfig {
@@ -84,8 +87,10 @@ impl S3StreamConfig {
             id: StreamId::new(name),
             prefix: prefix.into(),
             format: None,
+            plugin: None,
             options: DecodeOptions::default(),
             template: None,
+            merge_schemas: false,
         }
     }
 
@@ -120,6 +125,32 @@ impl S3StreamConfig {
     /// ```
     pub fn with_template(mut self, template: Template) -> Self {
         self.template = Some(template);
+        self
+    }
+
+    /// Merge the schemas of the stream's objects into one and give every batch that schema:
+    /// int64 widens to float64, a date to a timestamp, any other conflict to a string, and a
+    /// column some objects lack is null there. The merged schema is kept in the source's
+    /// state, so it only ever widens: later runs read new objects into it too.
+    pub fn with_schema_merging(mut self, merge: bool) -> Self {
+        self.merge_schemas = merge;
+        self
+    }
+
+    /// Read only this plugin's format, with this plugin as it is configured (a CSV plugin
+    /// with its own separator, say): objects with its extensions, and objects without an
+    /// extension.
+    ///
+    /// ```
+    /// use s3conn_core::formats::{csv::CsvFormat, FormatPlugin};
+    /// use s3conn_core::s3::S3StreamConfig;
+    /// let pipes = CsvFormat::csv().with_option("delimiter", "||")?;
+    /// let stream = S3StreamConfig::new("orders", "exports/orders").with_plugin(pipes);
+    /// # Ok::<(), s3conn_core::formats::Error>(())
+    /// ```
+    pub fn with_plugin(mut self, plugin: Arc<dyn FormatPlugin>) -> Self {
+        self.format = Some(plugin.name().to_owned());
+        self.plugin = Some(plugin);
         self
     }
 
@@ -178,12 +209,13 @@ impl S3SourceBuilder {
                     reason: format!("the stream `{}` is configured twice", config.id),
                 });
             }
-            let plugin = match &config.format {
-                Some(name) => Some(self.registry.get(name).map_err(|e| Error::Stream {
+            let plugin = match (&config.plugin, &config.format) {
+                (Some(plugin), _) => Some(Arc::clone(plugin)),
+                (None, Some(name)) => Some(self.registry.get(name).map_err(|e| Error::Stream {
                     stream: config.id.clone(),
                     reason: e.to_string(),
                 })?),
-                None => None,
+                (None, None) => None,
             };
             let layout = match &config.template {
                 Some(template) => Some(StreamLayout {
@@ -323,6 +355,9 @@ struct StreamState {
     /// Objects read: key → ETag (empty when the store gives none).
     #[serde(default)]
     seen: BTreeMap<String, String>,
+    /// The stream's merged schema, when schemas are merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schema: Option<Schema>,
 }
 
 #[async_trait::async_trait]
@@ -567,6 +602,7 @@ impl Inner {
     ) -> Result<StreamState> {
         let id = &stream.config.id;
         let todo = self.plan(stream, &state).await?;
+        let mut merged: Option<SchemaRef> = state.schema.take().map(Arc::new);
         tracing::info!(stream = %id, objects = todo.len(), "reading new objects");
         for meta in todo {
             let Some(plugin) = self.plugin_for(stream, &meta.location) else {
@@ -575,7 +611,10 @@ impl Inner {
             let uri = self.connection.uri(&meta.location);
             let span = tracing::debug_span!("object", %uri, size = meta.size);
             let _enter = span.enter();
-            match self.read_object(stream, &plugin, &meta, &uri, out).await {
+            match self
+                .read_object(stream, &plugin, &meta, &uri, &mut merged, out)
+                .await
+            {
                 Ok(outcome) => {
                     if outcome.skipped > 0 {
                         out.emit(SourceMessage::Notice(Notice::SkippedRows {
@@ -606,6 +645,7 @@ impl Inner {
                 Err(e) => return Err(e),
             }
         }
+        state.schema = merged.map(|s| s.as_ref().clone());
         Ok(state)
     }
 
@@ -615,6 +655,7 @@ impl Inner {
         plugin: &Arc<dyn FormatPlugin>,
         meta: &ObjectMeta,
         uri: &str,
+        merged: &mut Option<SchemaRef>,
         out: &Emitter,
     ) -> Result<Outcome> {
         let partitions = stream
@@ -634,6 +675,7 @@ impl Inner {
             origin: uri,
             version: meta.e_tag.as_deref(),
             partitions: &partitions,
+            merged: stream.config.merge_schemas.then_some(merged),
             rows: 0,
         };
         let skipped = match decoder {
@@ -797,6 +839,8 @@ struct Tagger<'a> {
     version: Option<&'a str>,
     /// Hive-style folder values of the object's key, added as columns.
     partitions: &'a [(String, Option<String>)],
+    /// The stream's merged schema, when schemas are merged.
+    merged: Option<&'a mut Option<SchemaRef>>,
     rows: u64,
 }
 
@@ -807,11 +851,26 @@ impl Tagger<'_> {
             position = position.with_version(v);
         }
         self.rows += records.num_rows() as u64;
-        let records =
+        let mut records =
             with_partition_columns(records, self.partitions).map_err(|e| Error::Stream {
                 stream: self.stream.clone(),
                 reason: format!("cannot add the partition columns of {}: {e}", self.origin),
             })?;
+        if let Some(merged) = self.merged.as_deref_mut() {
+            let schema = match merged.as_ref() {
+                Some(m) if m.as_ref() == records.schema().as_ref() => Arc::clone(m),
+                Some(m) => Arc::new(merge_schemas(m, &records.schema())),
+                None => records.schema(),
+            };
+            records = conform(&records, &schema).map_err(|e| Error::Stream {
+                stream: self.stream.clone(),
+                reason: format!(
+                    "the records of {} do not fit the stream's schema: {e}",
+                    self.origin
+                ),
+            })?;
+            *merged = Some(schema);
+        }
         Ok(Batch::new(self.stream.clone(), records, position))
     }
 }
@@ -993,6 +1052,63 @@ mod tests {
             ],
             "October is pruned, other streams and namespaces and loose files are not this stream's"
         );
+    }
+
+    #[tokio::test]
+    async fn schemas_merge_across_objects_and_runs() {
+        let store = Arc::new(InMemory::new());
+        for (key, body) in [
+            ("in/1.jsonl", "{\"n\": 1}\n"),
+            ("in/2.jsonl", "{\"n\": 1.5, \"s\": \"x\"}\n"),
+        ] {
+            store.put(&Path::from(key), body.into()).await.unwrap();
+        }
+        let connection = Connection::new(store.clone(), Path::default(), "memory://bucket");
+        let source = S3Source::builder(connection)
+            .with_stream(
+                S3StreamConfig::new("events", "in")
+                    .with_format("ndjson")
+                    .with_schema_merging(true),
+            )
+            .build()
+            .unwrap();
+        let first = source.read_all(ReadRequest::default()).await.unwrap();
+        let types: Vec<Vec<DataType>> = first
+            .batches
+            .iter()
+            .map(|b| {
+                b.records
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.data_type().clone())
+                    .collect()
+            })
+            .collect();
+        // The first object is read before the second widens the schema.
+        assert_eq!(
+            types,
+            [
+                vec![DataType::Int64],
+                vec![DataType::Float64, DataType::Utf8]
+            ]
+        );
+        store
+            .put(&Path::from("in/3.jsonl"), "{\"n\": 2}\n".into())
+            .await
+            .unwrap();
+        let second = source
+            .read_all(ReadRequest::from_state(first.checkpoint))
+            .await
+            .unwrap();
+        let batch = &second.batches.first().unwrap().records;
+        assert_eq!(
+            batch.schema().field(0).data_type(),
+            &DataType::Float64,
+            "the state keeps the merged schema"
+        );
+        assert_eq!(batch.schema().fields().len(), 2);
+        assert!(batch.column(1).is_null(0));
     }
 
     #[tokio::test]
