@@ -1163,8 +1163,26 @@ impl CsvDecoder {
     }
 
     /// The schema and where each column comes from: given, or inferred from the sample.
+    /// How many of the buffered rows make the sample: the first `infer_rows`, as far as
+    /// `infer_bytes` goes (at least one). It does not depend on how the file was chunked.
+    fn sample_len(&self) -> usize {
+        let mut bytes = 0;
+        let mut n = 0;
+        for i in 0..self.rows.len().min(self.options.infer_rows) {
+            let row = self.rows.row(i);
+            bytes += (0..row.count)
+                .map(|j| row.field(j).map_or(0, <[u8]>::len))
+                .sum::<usize>();
+            if n > 0 && bytes > self.options.infer_bytes {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
     fn settle_layout(&self) -> Result<Layout> {
-        let sample_width = (0..self.rows.len())
+        let sample_width = (0..self.sample_len())
             .map(|i| self.rows.row(i).count)
             .max()
             .unwrap_or(0);
@@ -1252,7 +1270,7 @@ impl CsvDecoder {
 
     fn infer_column(&self, j: usize) -> DataType {
         let mut inference = ColumnInference::with_bools(self.csv.bools.clone());
-        for i in 0..self.rows.len().min(self.options.infer_rows) {
+        for i in 0..self.sample_len() {
             if let Some(value) = self.rows.row(i).field(j)
                 && !self.is_null(value)
                 && let Ok(text) = std::str::from_utf8(value)

@@ -569,3 +569,21 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn the_sample_does_not_depend_on_the_chunking() {
+    // Found by fuzzing: the sample's width was taken from every row buffered, and more
+    // rows are buffered when the file comes in one piece.
+    let data = b"\x00\x00\x00\x00\x00\x00\x00\x9b0f\x00|\n$|q\n|\nf\x00|\"\xf7p|f\x00|\n$|q\n|||\xff\xff\xff\xff\xff\xff\n";
+    let plugin = format(&[("delimiter", "||"), ("header", "false"), ("escape", "\\\\")]);
+    let options = DecodeOptions::default()
+        .with_batch_size(7)
+        .with_infer_rows(5)
+        .with_error_policy(ErrorPolicy::Skip);
+    let outcome = |chunk| {
+        let (batches, skipped) = decode_chunked(plugin.as_ref(), &options, data, chunk).unwrap();
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        (rows, skipped, batches.first().map(|b| b.schema()))
+    };
+    assert_eq!(outcome(usize::MAX), outcome(1));
+}
