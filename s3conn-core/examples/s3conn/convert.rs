@@ -395,11 +395,15 @@ pub(crate) async fn run_with(
     let head = read_head(&args.input).map_err(|e| read_err(&e))?;
     let detected = compression::detect(&head, None, Some(&file_name(&args.input)))
         .map_err(|e| read_err(&e))?;
-    let codec_in = if from.is_self_compressing() {
-        Compression::None
-    } else {
-        detected
-    };
+    // Formats that compress their own content are never wrapped in whole-file compression:
+    // a Parquet file that starts like gzip was compressed by something else.
+    if from.is_self_compressing() && detected != Compression::None {
+        return Err(read_err(&format!(
+            "it is {detected}-compressed as a whole, and a {} file is never wrapped in whole-file compression: decompress it first",
+            from.name()
+        )));
+    }
+    let codec_in = detected;
 
     let decode = DecodeOptions::default().with_batch_size(args.batch_size);
     let decoder = from
@@ -940,6 +944,13 @@ for r in pq.read_table(sys.argv[1]).to_pylist():
             .unwrap_err();
         assert!(err.contains(s(&cut)), "{err}");
         assert_holds(dir.path(), &["bad.jsonl.gz", "cut.jsonl.gz"]);
+        // A Parquet file compressed as a whole is named as such.
+        let wrapped = dir.path().join("wrapped.parquet");
+        std::fs::write(&wrapped, &bytes).unwrap();
+        let err = convert(&[s(&wrapped), s(&dir.path().join("x.jsonl"))])
+            .await
+            .unwrap_err();
+        assert!(err.contains("gzip-compressed as a whole"), "{err}");
     }
 
     #[tokio::test]
