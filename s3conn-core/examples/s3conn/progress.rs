@@ -1,4 +1,4 @@
-//! A progress line on stderr (hidden when stderr is not a terminal).
+//! Progress on stderr (hidden when stderr is not a terminal).
 
 use std::time::Duration;
 
@@ -24,4 +24,18 @@ pub(crate) fn show(bar: &ProgressBar, p: &Progress) {
         p.objects,
         p.bytes as f64 / 1e6
     ));
+}
+
+/// A bar of bytes read out of `total`, with a message (hidden when stderr is not a
+/// terminal).
+pub(crate) fn bytes(label: &'static str, total: u64) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{prefix}: [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta}) {msg}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(label);
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
 }
