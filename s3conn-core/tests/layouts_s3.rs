@@ -127,7 +127,7 @@ import sys, json, collections
 import pyarrow.dataset as ds
 table = ds.dataset(sys.argv[1], format="parquet", partitioning="hive").to_table()
 rows = table.to_pylist()
-bad = [r for r in rows if not (str(r["date"]) == r["ts"][:10])]
+bad = [r for r in rows if not (str(r["date"]) == r["ts"].strftime("%Y-%m-%d"))]
 counts = collections.Counter(str(r["date"]) + "|" + str(r["event"]) for r in rows)
 print(json.dumps({"rows": len(rows), "bad": len(bad), "partitions": len(counts)}))
 "#,
@@ -165,10 +165,13 @@ print(json.dumps({"rows": len(rows), "bad": len(bad), "partitions": len(counts)}
             "no key names the stream `users`"
         );
         let records = &batch.records;
+        // As text: `ts` was inferred as a timestamp from the events' strings.
         let column = |name: &str| {
-            records
+            let column = records
                 .column_by_name(name)
-                .unwrap_or_else(|| panic!("no column {name}"))
+                .unwrap_or_else(|| panic!("no column {name}"));
+            arrow_cast::cast(column, &arrow_schema::DataType::Utf8)
+                .unwrap()
                 .as_any()
                 .downcast_ref::<StringArray>()
                 .unwrap()

@@ -229,6 +229,12 @@ pub trait RangedDecoder: Send + fmt::Debug {
 
     /// Give the decoder the bytes of the ranges it asked for.
     fn push_ranges(&mut self, ranges: Vec<Range<u64>>, data: Vec<Bytes>) -> Result<()>;
+
+    /// The schema of the batches, once the decoder knows it (Parquet: after the footer). A
+    /// file with no rows still has one.
+    fn schema(&self) -> Option<SchemaRef> {
+        None
+    }
 }
 
 /// An encoder of one file.

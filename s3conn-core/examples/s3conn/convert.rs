@@ -524,6 +524,7 @@ async fn read_stream(
         out.write(&batch).map_err(Stop::Write)?;
         batches += 1;
     }
+    out.schema = decoder.schema();
     Ok(batches)
 }
 
@@ -560,7 +561,10 @@ fn read_ranged(
                 batches += 1;
                 show(out);
             }
-            RangedStep::Finished => return Ok(batches),
+            RangedStep::Finished => {
+                out.schema = decoder.schema();
+                return Ok(batches);
+            }
         }
     }
 }
@@ -589,6 +593,8 @@ struct Output {
     file: tempfile::NamedTempFile,
     rows: u64,
     bytes: u64,
+    /// The input's schema as its decoder knows it, for an input with no rows.
+    schema: Option<arrow_schema::SchemaRef>,
 }
 
 impl Output {
@@ -622,6 +628,7 @@ impl Output {
             file,
             rows: 0,
             bytes: 0,
+            schema: None,
         })
     }
 
@@ -661,16 +668,19 @@ impl Output {
     /// End the file and move it to its name; returns its size.
     fn finish(mut self, input: &str) -> Result<u64, ConvertError> {
         let failed = |e: String| ConvertError::Failed(e);
-        let mut encoder = match self.encoder.take() {
-            Some(e) => e,
-            None if self.plugin.is_self_compressing() => {
+        let mut encoder = match (self.encoder.take(), self.schema.take()) {
+            (Some(e), _) => e,
+            // No rows, but the input names its columns (a header, a footer).
+            (None, Some(schema)) => shape::encoder(self.plugin.as_ref(), schema, &self.options)
+                .map_err(|e| failed(self.fail(&e)))?,
+            (None, None) if self.plugin.is_self_compressing() => {
                 return Err(ConvertError::Failed(format!(
                     "cannot write {}: {input} has no rows and no schema, and a {} file must declare its columns; nothing was written",
                     self.path.display(),
                     self.plugin.name()
                 )));
             }
-            None => shape::encoder(
+            (None, None) => shape::encoder(
                 self.plugin.as_ref(),
                 Arc::new(Schema::empty()),
                 &self.options,
@@ -1008,6 +1018,20 @@ for r in pq.read_table(sys.argv[1]).to_pylist():
         let err = convert(&[s(&empty), s(&parquet)]).await.unwrap_err();
         assert!(err.contains("no rows and no schema"), "{err}");
         assert!(!parquet.exists());
+
+        // A header names the columns: the Parquet file has them, and no rows; and back.
+        let header = dir.path().join("header.csv");
+        std::fs::write(&header, "id,name\n").unwrap();
+        let r = convert(&[s(&header), s(&parquet)]).await.unwrap();
+        assert_eq!(r.rows, 0);
+        let out = s3conn_testkit::run_python(
+            "import sys, pyarrow.parquet as pq; t = pq.read_table(sys.argv[1]); print(t.num_rows, t.column_names)",
+            &[s(&parquet)],
+        );
+        assert_eq!(out.trim(), "0 ['id', 'name']");
+        let back = dir.path().join("back.csv");
+        convert(&[s(&parquet), s(&back)]).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&back).unwrap(), "id,name\n");
     }
 
     #[tokio::test]

@@ -223,6 +223,7 @@ impl FormatPlugin for ParquetFormat {
             size,
             limits: self.limits(),
             chunks: Vec::new(),
+            schema: None,
         })))
     }
 
@@ -280,6 +281,8 @@ struct ParquetDecoder {
     limits: pages::Limits,
     /// Every column chunk, from the footer; each is checked when its bytes arrive.
     chunks: Vec<pages::Chunk>,
+    /// The file's schema, once the footer is read.
+    schema: Option<SchemaRef>,
 }
 
 impl std::fmt::Debug for ParquetDecoder {
@@ -328,6 +331,15 @@ impl ParquetDecoder {
                                 message,
                             }
                         })?;
+                        let file = metadata.file_metadata();
+                        self.schema = guard(|| {
+                            parquet::arrow::parquet_to_arrow_schema(
+                                file.schema_descr(),
+                                file.key_value_metadata(),
+                            )
+                        })
+                        .ok()
+                        .map(Arc::new);
                         let batch_size = self.batch_size;
                         let data = guard(|| {
                             ParquetPushDecoderBuilder::try_new_decoder(Arc::new(metadata))?
@@ -436,6 +448,10 @@ impl RangedDecoder for ParquetDecoder {
             self.state = State::Failed;
         }
         result
+    }
+
+    fn schema(&self) -> Option<SchemaRef> {
+        self.schema.clone()
     }
 }
 
