@@ -211,6 +211,47 @@ impl FormatPlugin for ParquetFormat {
         self.codec(options).map(|_| ())
     }
 
+    /// Keys: `row_group_bytes`, `max_row_group_rows`, `data_page_size`,
+    /// `dictionary_page_size`, `dictionary` (true/false), `statistics` (`none`, `chunk`,
+    /// `page`), `max_page_bytes`. Sizes are bytes, or with a unit: `64MiB`, `1MB`.
+    fn with_option(&self, key: &str, value: &str) -> Result<Arc<dyn FormatPlugin>> {
+        let invalid = |reason: String| Error::InvalidOption {
+            option: "parquet option",
+            reason: format!("`{key}` = `{value}`: {reason}"),
+        };
+        let size = || {
+            parse_size(value).ok_or_else(|| invalid("give a size such as 67108864 or 64MiB".into()))
+        };
+        let next = self.clone();
+        let next = match key.to_ascii_lowercase().replace('-', "_").as_str() {
+            "row_group_bytes" | "row_group_size" => next.with_row_group_bytes(size()?),
+            "max_row_group_rows" => next.with_max_row_group_rows(size()?),
+            "data_page_size" => next.with_data_page_size(size()?),
+            "dictionary_page_size" => next.with_dictionary_page_size(size()?),
+            "max_page_bytes" => next.with_max_page_bytes(size()? as u64),
+            "dictionary" => next.with_dictionary(match value.to_ascii_lowercase().as_str() {
+                "true" | "on" | "yes" => true,
+                "false" | "off" | "no" => false,
+                _ => return Err(invalid("use true or false".into())),
+            }),
+            "statistics" => next.with_statistics(match value.to_ascii_lowercase().as_str() {
+                "none" | "false" | "off" => EnabledStatistics::None,
+                "chunk" => EnabledStatistics::Chunk,
+                "page" | "true" | "on" => EnabledStatistics::Page,
+                _ => return Err(invalid("use none, chunk or page".into())),
+            }),
+            other => {
+                return Err(Error::InvalidOption {
+                    option: "format option",
+                    reason: format!(
+                        "the parquet format has no option `{other}` (row_group_bytes, max_row_group_rows, data_page_size, dictionary_page_size, dictionary, statistics, max_page_bytes)"
+                    ),
+                });
+            }
+        };
+        Ok(Arc::new(next))
+    }
+
     fn decoder(&self, input: &DecodeInput, options: &DecodeOptions) -> Result<Decoder> {
         let size = input.size.ok_or_else(|| Error::Unsupported {
             what: "reading Parquet without knowing the file size".into(),
@@ -263,6 +304,27 @@ fn guard<T>(f: impl FnOnce() -> parquet::errors::Result<T>) -> Result<T> {
             })
         }
     }
+}
+
+/// A size in bytes: a number, or a number with `KB`/`KiB`/`MB`/`MiB`/`GB`/`GiB`.
+fn parse_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: usize = number.parse().ok()?;
+    let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "kib" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(factor)
 }
 
 enum State {
@@ -576,6 +638,83 @@ mod tests {
                 RangedStep::Finished => return Ok(out),
             }
         }
+    }
+
+    /// Each setting, by name, shows in the file's own metadata.
+    #[test]
+    fn options_by_name_reach_the_file() {
+        use parquet::basic::Compression as C;
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let input: Vec<RecordBatch> = (0..4).map(|i| batch(i * 2500, 2500)).collect();
+        let metadata = |options: &[(&str, &str)], codec: Option<&str>| {
+            let mut plugin: Arc<dyn FormatPlugin> = Arc::new(ParquetFormat::default());
+            for (k, v) in options {
+                plugin = plugin.with_option(k, v).unwrap();
+            }
+            let mut encode = EncodeOptions::default();
+            if let Some(codec) = codec {
+                encode = encode.with_codec(codec).with_compression_level(5);
+            }
+            let mut enc = plugin.encoder(input[0].schema(), &encode).unwrap();
+            let mut out = Vec::new();
+            for b in &input {
+                enc.write(b).unwrap();
+                out.extend_from_slice(&enc.take_output());
+            }
+            out.extend_from_slice(&enc.finish().unwrap());
+            let reader = SerializedFileReader::new(Bytes::from(out)).unwrap();
+            reader.metadata().clone()
+        };
+        let m = metadata(&[("max_row_group_rows", "3000")], None);
+        assert_eq!(
+            m.num_row_groups(),
+            4,
+            "10,000 rows in groups of at most 3,000"
+        );
+        let m = metadata(
+            &[("dictionary", "false"), ("statistics", "none")],
+            Some("brotli"),
+        );
+        let column = m.row_group(0).column(1);
+        assert!(column.dictionary_page_offset().is_none(), "no dictionary");
+        assert!(column.statistics().is_none(), "no statistics");
+        // The file records the codec, not its level.
+        let same = |a: C, b: C| std::mem::discriminant(&a) == std::mem::discriminant(&b);
+        assert!(same(column.compression(), C::BROTLI(Default::default())));
+        let m = metadata(
+            &[("statistics", "chunk"), ("data_page_size", "1KiB")],
+            Some("gzip"),
+        );
+        let column = m.row_group(0).column(1);
+        assert!(column.dictionary_page_offset().is_some());
+        assert!(column.statistics().is_some());
+        for (codec, expected) in [
+            ("uncompressed", C::UNCOMPRESSED),
+            ("snappy", C::SNAPPY),
+            ("lz4", C::LZ4_RAW),
+            ("zstd", C::ZSTD(Default::default())),
+            ("gzip", C::GZIP(Default::default())),
+        ] {
+            let m = metadata(&[], Some(codec));
+            assert!(
+                same(m.row_group(0).column(0).compression(), expected),
+                "{codec}"
+            );
+        }
+        let err = ParquetFormat::default()
+            .with_option("dictionry", "true")
+            .unwrap_err();
+        assert!(err.to_string().contains("`dictionry`"), "{err}");
+        assert!(
+            ParquetFormat::default()
+                .with_option("row_group_bytes", "lots")
+                .is_err()
+        );
+        assert!(
+            ParquetFormat::default()
+                .check_encode_options(&EncodeOptions::default().with_codec("lzo"))
+                .is_err()
+        );
     }
 
     #[test]
