@@ -586,20 +586,27 @@ impl Rows {
         }
     }
 
-    /// Drop the first `n` rows.
-    fn drain_front(&mut self, n: usize) -> Rows {
-        let mut rest = Rows::default();
-        for i in n..self.len() {
-            let row = self.row(i);
-            let mut ends = Vec::with_capacity(row.count);
-            let mut bytes = Vec::new();
-            for j in 0..row.count {
-                bytes.extend_from_slice(row.field(j).unwrap_or_default());
-                ends.push(bytes.len());
-            }
-            rest.push(&bytes, &ends, self.lines.get(i).copied().unwrap_or(0));
+    /// Drop the first `n` rows, moving the rest to the front in place.
+    fn drain_front(&mut self, n: usize) {
+        let n = n.min(self.len());
+        if n == 0 {
+            return;
         }
-        std::mem::replace(self, rest)
+        let fields = self.row_ends.get(n - 1).copied().unwrap_or(0);
+        let bytes = fields
+            .checked_sub(1)
+            .and_then(|k| self.field_ends.get(k).copied())
+            .unwrap_or(0);
+        self.data.drain(..bytes.min(self.data.len()));
+        self.field_ends.drain(..fields.min(self.field_ends.len()));
+        for end in &mut self.field_ends {
+            *end -= bytes;
+        }
+        self.row_ends.drain(..n);
+        for end in &mut self.row_ends {
+            *end -= fields;
+        }
+        self.lines.drain(..n);
     }
 }
 
@@ -1107,11 +1114,11 @@ impl CsvDecoder {
             if self.rows.len() == 0 {
                 return Ok(());
             }
-            let first = self.rows.drain_front(1);
-            let row = first.row(0);
+            let row = self.rows.row(0);
             let names = (0..row.count)
                 .map(|j| String::from_utf8_lossy(row.field(j).unwrap_or_default()).into_owned())
                 .collect();
+            self.rows.drain_front(1);
             self.header = Some(header_names(names));
         }
         if self.layout.is_none() {
