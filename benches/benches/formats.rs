@@ -65,29 +65,7 @@ fn ndjson_decode(c: &mut Criterion) {
         ("s3conn-inferred", DecodeOptions::default()),
     ] {
         group.bench_function(BenchmarkId::new(name, EVENTS), |b| {
-            b.iter(|| {
-                let Decoder::Stream(mut decoder) = NdjsonFormat
-                    .decoder(
-                        &DecodeInput::default(),
-                        &options.clone().with_batch_size(BATCH),
-                    )
-                    .unwrap()
-                else {
-                    unreachable!()
-                };
-                let mut rows = 0;
-                for chunk in data.chunks(CHUNK) {
-                    decoder.decode(chunk).unwrap();
-                    while let Some(b) = decoder.next_batch() {
-                        rows += b.num_rows();
-                    }
-                }
-                decoder.finish().unwrap();
-                while let Some(b) = decoder.next_batch() {
-                    rows += b.num_rows();
-                }
-                assert_eq!(rows as u64, EVENTS);
-            })
+            b.iter(|| assert_eq!(decode_all(&NdjsonFormat, &options, &data) as u64, EVENTS))
         });
     }
     group.finish();

@@ -425,21 +425,7 @@ mod tests {
         chunk: usize,
         options: &DecodeOptions,
     ) -> Result<Vec<RecordBatch>> {
-        let Decoder::Stream(mut d) = JsonFormat.decoder(&DecodeInput::default(), options)? else {
-            panic!("JSON is a stream format")
-        };
-        let mut out = Vec::new();
-        for piece in data.chunks(chunk.max(1)) {
-            d.decode(piece)?;
-            while let Some(b) = d.next_batch() {
-                out.push(b);
-            }
-        }
-        d.finish()?;
-        while let Some(b) = d.next_batch() {
-            out.push(b);
-        }
-        Ok(out)
+        crate::testing::decode_chunked(&JsonFormat, options, data, chunk).map(|(b, _)| b)
     }
 
     fn ids(batches: &[RecordBatch]) -> Vec<i64> {

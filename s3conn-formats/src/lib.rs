@@ -67,6 +67,8 @@ pub mod parquet;
 mod plugin;
 mod registry;
 pub mod shape;
+#[cfg(test)]
+mod testing;
 
 pub use error::{Error, Result};
 pub use plugin::{

@@ -673,30 +673,12 @@ mod tests {
     use arrow_array::types::Int64Type;
 
     fn decoder(options: DecodeOptions) -> Box<dyn StreamDecoder> {
-        match NdjsonFormat
-            .decoder(&DecodeInput::default(), &options)
-            .unwrap()
-        {
-            Decoder::Stream(d) => d,
-            Decoder::Ranged(_) => panic!("ndjson is a stream format"),
-        }
+        crate::testing::stream_decoder(&NdjsonFormat, &options)
     }
 
     /// Decode `data` fed in chunks of `chunk` bytes.
     fn decode(data: &[u8], chunk: usize, options: DecodeOptions) -> Result<Vec<RecordBatch>> {
-        let mut d = decoder(options);
-        let mut out = Vec::new();
-        for c in data.chunks(chunk.max(1)) {
-            d.decode(c)?;
-            while let Some(b) = d.next_batch() {
-                out.push(b);
-            }
-        }
-        d.finish()?;
-        while let Some(b) = d.next_batch() {
-            out.push(b);
-        }
-        Ok(out)
+        crate::testing::decode_chunked(&NdjsonFormat, &options, data, chunk).map(|(b, _)| b)
     }
 
     fn ids(batches: &[RecordBatch]) -> Vec<i64> {

@@ -21,33 +21,10 @@ fn format(options: &[(&str, &str)]) -> Arc<dyn FormatPlugin> {
 }
 
 fn decoder(plugin: &dyn FormatPlugin, options: &DecodeOptions) -> Box<dyn StreamDecoder> {
-    match plugin.decoder(&DecodeInput::default(), options).unwrap() {
-        Decoder::Stream(d) => d,
-        Decoder::Ranged(_) => panic!("CSV is a stream format"),
-    }
+    crate::testing::stream_decoder(plugin, options)
 }
 
-/// Decode `data` fed in chunks of `chunk` bytes.
-fn decode_chunked(
-    plugin: &dyn FormatPlugin,
-    options: &DecodeOptions,
-    data: &[u8],
-    chunk: usize,
-) -> Result<(Vec<RecordBatch>, u64)> {
-    let mut d = decoder(plugin, options);
-    let mut out = Vec::new();
-    for piece in data.chunks(chunk.max(1)) {
-        d.decode(piece)?;
-        while let Some(b) = d.next_batch() {
-            out.push(b);
-        }
-    }
-    d.finish()?;
-    while let Some(b) = d.next_batch() {
-        out.push(b);
-    }
-    Ok((out, d.skipped_rows()))
-}
+use crate::testing::decode_chunked;
 
 fn decode(plugin: &dyn FormatPlugin, data: &str) -> RecordBatch {
     decode_with(plugin, &DecodeOptions::default(), data)
