@@ -362,6 +362,15 @@ impl Active {
         let block = self.blocks;
         let first_row = self.rows;
         let data = match self.codec {
+            AvroCodec::Null if data.len() as u64 > limits.max_decompressed_bytes => {
+                return Err(invalid(format!(
+                    "block {block} at byte {offset} holds {} bytes, more than {} bytes (the limit for a \
+                     decompressed block; raise it with \
+                     AvroFormat::with_max_decompressed_block_bytes if the file is trusted)",
+                    data.len(),
+                    limits.max_decompressed_bytes
+                )));
+            }
             AvroCodec::Null => data,
             codec => match codec::decompress(codec, &data, limits.max_decompressed_bytes) {
                 Ok(plain) => Bytes::from(plain),
