@@ -213,7 +213,7 @@ fn apache_decode(file: &[u8], schema: &SchemaRef) -> usize {
     let reader = apache_avro::Reader::new(file).unwrap();
     let mut rows = 0;
     let mut pending: Vec<Value> = Vec::with_capacity(BATCH);
-    let mut flush = |pending: &mut Vec<Value>| {
+    let flush = |pending: &mut Vec<Value>| {
         let columns = schema
             .fields()
             .iter()

@@ -1,9 +1,12 @@
 //! The Avro encoder: arrow-avro encodes the datums, this module frames them in blocks of
 //! bounded size and compresses each block.
 
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
 use arrow_array::{ArrayRef, RecordBatch, RecordBatchOptions};
-use arrow_avro::writer::format::AvroBinaryFormat;
-use arrow_avro::writer::{Encoder as DatumEncoder, WriterBuilder};
+use arrow_avro::writer::format::AvroOcfFormat;
+use arrow_avro::writer::{Writer as DatumWriter, WriterBuilder};
 use arrow_schema::{Schema, SchemaRef};
 use bytes::Bytes;
 
@@ -30,7 +33,11 @@ pub(crate) struct AvroEncoder {
     /// The schema batches come in with.
     input: SchemaRef,
     write: WriteSchema,
-    datums: DatumEncoder,
+    /// arrow-avro's container writer, uncompressed, into a scratch buffer: each `write` of a
+    /// slice of rows appends one block there, whose datums are moved to `block`. (Its
+    /// row-wise `Encoder` is about half as fast, measured.)
+    datums: DatumWriter<Scratch, AvroOcfFormat>,
+    scratch: Scratch,
     compressor: BlockCompressor,
     sync: [u8; SYNC_LEN],
     /// Encoded datums of the block in progress.
@@ -66,12 +73,16 @@ impl AvroEncoder {
         block_bytes: usize,
     ) -> Result<Self> {
         let write = super::schema::to_avro(&input)?;
+        let scratch = Scratch::default();
         let datums = WriterBuilder::new(Schema::clone(&write.arrow))
-            .build_encoder::<AvroBinaryFormat>()
+            .with_capacity(block_bytes.clamp(1024, 1 << 20))
+            .build::<_, AvroOcfFormat>(scratch.clone())
             .map_err(|e| Error::Schema {
                 format: FORMAT,
                 message: e.to_string(),
             })?;
+        // Its header is not used: this encoder writes its own.
+        scratch.with(Vec::clear)?;
         let sync = *uuid::Uuid::new_v4().as_bytes();
         let mut out = Vec::new();
         out.extend_from_slice(ocf::MAGIC);
@@ -87,6 +98,7 @@ impl AvroEncoder {
             input,
             write,
             datums,
+            scratch,
             compressor,
             sync,
             block: Vec::new(),
@@ -178,6 +190,52 @@ impl AvroEncoder {
     }
 }
 
+/// The buffer arrow-avro's writer writes into (it owns its writer; this encoder keeps a
+/// second handle to read the bytes back).
+#[derive(Debug, Clone, Default)]
+struct Scratch(Arc<Mutex<Vec<u8>>>);
+
+impl Scratch {
+    fn with<T>(&self, f: impl FnOnce(&mut Vec<u8>) -> T) -> Result<T> {
+        let mut guard = self
+            .0
+            .lock()
+            .map_err(|_| encode_error("the encoder failed earlier (poisoned buffer)"))?;
+        Ok(f(&mut guard))
+    }
+}
+
+impl Write for Scratch {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned buffer"))?
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Move the datums of the one uncompressed block in `scratch` (row count, size, datums,
+/// sync marker) to the end of `block`; returns their size.
+fn take_datums(scratch: &mut Vec<u8>, rows: usize, block: &mut Vec<u8>) -> Result<usize> {
+    let internal = || encode_error("arrow-avro wrote an unexpected block (internal error)");
+    let (count, size, head) = ocf::parse_block_head(scratch)
+        .map_err(|_| internal())?
+        .ok_or_else(internal)?;
+    let size = usize::try_from(size).map_err(|_| internal())?;
+    let data = scratch
+        .get(head..head.saturating_add(size))
+        .filter(|_| count == rows as i64 && scratch.len() == head + size + SYNC_LEN)
+        .ok_or_else(internal)?;
+    block.extend_from_slice(data);
+    scratch.clear();
+    Ok(size)
+}
+
 impl Encoder for AvroEncoder {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.check_open()?;
@@ -186,16 +244,17 @@ impl Encoder for AvroEncoder {
         while offset < batch.num_rows() {
             let len = self.slice_rows.min(batch.num_rows() - offset);
             self.datums
-                .encode(&batch.slice(offset, len))
+                .write(&batch.slice(offset, len))
                 .map_err(|e| encode_error(format!("rows {}..{}: {e}", offset, offset + len)))?;
-            let rows = self.datums.flush();
-            let bytes = rows.bytes();
-            self.block.extend_from_slice(bytes);
+            let block = &mut self.block;
+            let encoded = self
+                .scratch
+                .with(|scratch| take_datums(scratch, len, block))??;
             self.block_rows += len;
             offset += len;
-            // Aim for slices of an eighth of a block.
-            let per_row = (bytes.len() / len.max(1)).max(1);
-            self.slice_rows = (self.block_bytes / 8 / per_row).clamp(1, 8192);
+            // Aim for slices of a quarter of a block.
+            let per_row = (encoded / len.max(1)).max(1);
+            self.slice_rows = (self.block_bytes / 4 / per_row).clamp(1, 8192);
             if self.block.len() >= self.block_bytes || self.block_rows >= MAX_BLOCK_ROWS {
                 self.write_block()?;
             }
