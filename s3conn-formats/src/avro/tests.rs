@@ -875,3 +875,24 @@ fn the_header_carries_the_avro_schema() {
     let deep = field("deep")["type"]["fields"][0]["type"][1]["name"].clone();
     assert_ne!(props, deep);
 }
+
+/// Writes small files of every codec, written by this plugin, as seeds for the
+/// `avro_decode` fuzz target (each prefixed with the target's control byte):
+/// `cargo test -p s3conn-formats --lib write_fuzz_seeds -- --ignored`.
+#[test]
+#[ignore = "writes files into fuzz/seeds"]
+fn write_fuzz_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/avro_decode");
+    let format = AvroFormat::default().with_block_bytes(120);
+    let pieces = [0, 2, 4].map(|i| dataset(10).slice(3 + i, 2));
+    for (i, codec) in AvroCodec::ALL.iter().enumerate() {
+        let file = encode_with(
+            &format,
+            &EncodeOptions::default().with_codec(codec.name()),
+            &pieces,
+        );
+        let mut seed = vec![(i as u8 * 41) | 0x80];
+        seed.extend_from_slice(&file);
+        std::fs::write(dir.join(format!("s3conn-{codec}")), seed).unwrap();
+    }
+}
