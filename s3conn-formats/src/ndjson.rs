@@ -8,7 +8,7 @@
 //! error that names its line, never dropped silently.
 //!
 //! The encoder writes one object per line, optionally compressed as a whole
-//! ([`EncodeOptions::compression`]).
+//! ([`EncodeOptions::codec`]).
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -22,10 +22,10 @@ use arrow_array::builder::{Int32Builder, ListBuilder, MapBuilder, StringBuilder}
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array,
-    FixedSizeBinaryArray, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
-    StringArray, StructArray, Time32MillisecondArray, Time64MicrosecondArray,
-    TimestampMicrosecondArray, TimestampMillisecondArray, TimestampNanosecondArray,
+    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray,
+    Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, StructArray,
+    Time32MillisecondArray, Time64MicrosecondArray, TimestampMicrosecondArray,
+    TimestampMillisecondArray, TimestampNanosecondArray,
 };
 use arrow_schema::{DataType, Field, Fields, TimeUnit};
 use s3conn_formats::{DecodeInput, DecodeOptions, Decoder, EncodeOptions, Registry};
@@ -95,10 +95,8 @@ for path in sys.argv[1:]:
 "#;
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "s3conn-avro-readers-{name}-{}",
-        std::process::id()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("s3conn-avro-readers-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -154,7 +152,11 @@ fn dataset(n: usize) -> RecordBatch {
         map.append(true).unwrap();
     }
     let columns: Vec<(&str, ArrayRef, bool)> = vec![
-        ("id", Arc::new(Int64Array::from_iter_values(0..n as i64)), false),
+        (
+            "id",
+            Arc::new(Int64Array::from_iter_values(0..n as i64)),
+            false,
+        ),
         (
             "small",
             Arc::new(Int32Array::from_iter(
@@ -181,7 +183,9 @@ fn dataset(n: usize) -> RecordBatch {
         ),
         (
             "f32",
-            Arc::new(Float32Array::from_iter_values((0..n).map(|i| i as f32 / 3.0))),
+            Arc::new(Float32Array::from_iter_values(
+                (0..n).map(|i| i as f32 / 3.0),
+            )),
             false,
         ),
         (
@@ -202,7 +206,7 @@ fn dataset(n: usize) -> RecordBatch {
             "fixed",
             Arc::new(
                 FixedSizeBinaryArray::try_from_sparse_iter_with_size(
-                    (0..n).map(|i| (i % 4 != 1).then(|| [i as u8, 1, 2, 3])),
+                    (0..n).map(|i| (i % 4 != 1).then_some([i as u8, 1, 2, 3])),
                     4,
                 )
                 .unwrap(),
@@ -211,9 +215,9 @@ fn dataset(n: usize) -> RecordBatch {
         ),
         (
             "date",
-            Arc::new(Date32Array::from_iter(
-                (0..n).map(|i| (i % 5 != 3).then_some(19_000 + i as i32 * 37 - 40_000)),
-            )),
+            Arc::new(Date32Array::from_iter((0..n).map(|i| {
+                (i % 5 != 3).then_some(19_000 + i as i32 * 37 - 40_000)
+            }))),
             true,
         ),
         (
@@ -225,9 +229,9 @@ fn dataset(n: usize) -> RecordBatch {
         ),
         (
             "t_us",
-            Arc::new(Time64MicrosecondArray::from_iter(
-                (0..n).map(|i| (i % 2 == 0).then_some(i as i64 * 1_234_567 % 86_400_000_000)),
-            )),
+            Arc::new(Time64MicrosecondArray::from_iter((0..n).map(|i| {
+                (i % 2 == 0).then_some(i as i64 * 1_234_567 % 86_400_000_000)
+            }))),
             true,
         ),
         (
@@ -387,7 +391,10 @@ fn rows_json(batches: &[RecordBatch]) -> Vec<Value> {
 fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
-            let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+            let (x, y) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
             x == y || (x - y).abs() <= 4.0 * f64::EPSILON * x.abs().max(y.abs())
         }
         (Value::Array(x), Value::Array(y)) => {

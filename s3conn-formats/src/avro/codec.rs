@@ -296,10 +296,9 @@ pub(crate) fn decompress(
             let out = snap::raw::Decoder::new()
                 .decompress_vec(compressed)
                 .map_err(|e| Corrupt(format!("snappy data is corrupt: {e}")))?;
-            let expected = crc
-                .try_into()
-                .map(u32::from_be_bytes)
-                .map_err(|_| Corrupt("a snappy block is shorter than its 4-byte checksum".into()))?;
+            let expected = crc.try_into().map(u32::from_be_bytes).map_err(|_| {
+                Corrupt("a snappy block is shorter than its 4-byte checksum".into())
+            })?;
             let actual = crc32fast::hash(&out);
             if actual != expected {
                 return Err(Corrupt(format!(
@@ -341,13 +340,19 @@ mod tests {
             AvroCodec::Null
         );
         let err = "gzip".parse::<AvroCodec>().unwrap_err().to_string();
-        assert!(err.contains("not an Avro codec") && err.contains("zstandard"), "{err}");
+        assert!(
+            err.contains("not an Avro codec") && err.contains("zstandard"),
+            "{err}"
+        );
         let err = "lzo".parse::<AvroCodec>().unwrap_err().to_string();
         assert!(err.contains("deflate, snappy"), "{err}");
         assert!(AvroCodec::Deflate.check_level(Some(10)).is_err());
         assert!(AvroCodec::Snappy.check_level(Some(1)).is_err());
         assert!(AvroCodec::Bzip2.check_level(Some(0)).is_err());
-        assert_eq!(AvroCodec::Zstandard.check_level(Some(19)).unwrap(), Some(19));
+        assert_eq!(
+            AvroCodec::Zstandard.check_level(Some(19)).unwrap(),
+            Some(19)
+        );
         assert_eq!(AvroCodec::Xz.check_level(None).unwrap(), Some(6));
     }
 
@@ -358,7 +363,9 @@ mod tests {
         c.compress(b"some data", &mut out).unwrap();
         let last = out.len() - 1;
         out[last] ^= 1;
-        let err = decompress(AvroCodec::Snappy, &out, 1 << 20).unwrap_err().to_string();
+        let err = decompress(AvroCodec::Snappy, &out, 1 << 20)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("CRC-32"), "{err}");
     }
 }

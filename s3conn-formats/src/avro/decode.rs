@@ -169,8 +169,8 @@ impl AvroDecoder {
                     self.state = State::Blocks(Box::new(active));
                 }
                 State::Blocks(active) => {
-                    let Some((count, size, head)) = ocf::parse_block_head(&self.buf)
-                        .map_err(|m| {
+                    let Some((count, size, head)) =
+                        ocf::parse_block_head(&self.buf).map_err(|m| {
                             invalid(format!(
                                 "block {} at byte {}: {m}",
                                 active.blocks + 1,
@@ -180,7 +180,8 @@ impl AvroDecoder {
                     else {
                         return Ok(());
                     };
-                    let (count, size) = active.check_head(count, size, self.offset, &self.limits)?;
+                    let (count, size) =
+                        active.check_head(count, size, self.offset, &self.limits)?;
                     let need = head + size + SYNC_LEN;
                     if self.buf.len() < need {
                         self.buf.reserve(need - self.buf.len());
@@ -374,7 +375,7 @@ impl Active {
             AvroCodec::Null => data,
             codec => match codec::decompress(codec, &data, limits.max_decompressed_bytes) {
                 Ok(plain) => Bytes::from(plain),
-Err(e) => {
+                Err(e) => {
                     let too_large = matches!(e, codec::DecompressError::TooLarge(_));
                     if policy == ErrorPolicy::Skip && !too_large {
                         // Corrupt compressed data: the whole block is lost.

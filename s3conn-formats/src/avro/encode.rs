@@ -154,9 +154,8 @@ impl AvroEncoder {
                     if column.data_type() == field.data_type() {
                         Ok(column.clone())
                     } else {
-                        arrow_cast::cast(column, field.data_type()).map_err(|e| {
-                            encode_error(format!("column `{}`: {e}", field.name()))
-                        })
+                        arrow_cast::cast(column, field.data_type())
+                            .map_err(|e| encode_error(format!("column `{}`: {e}", field.name())))
                     }
                 })
                 .collect::<Result<Vec<_>>>()?

@@ -196,7 +196,17 @@ mod tests {
 
     #[test]
     fn longs_roundtrip_at_the_edges() {
-        for v in [0, 1, -1, 63, -64, 64, i64::from(i32::MAX), i64::MIN, i64::MAX] {
+        for v in [
+            0,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            i64::from(i32::MAX),
+            i64::MIN,
+            i64::MAX,
+        ] {
             let mut out = Vec::new();
             write_long(&mut out, v);
             assert_eq!(read_long(&out).unwrap(), Some((v, out.len())), "{v}");

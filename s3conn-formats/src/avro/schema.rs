@@ -118,7 +118,8 @@ fn field_to_avro(field: &Field, path: &str, names: &mut Names) -> Result<(Value,
     }
     Ok((
         Value::Object(out),
-        Field::new(field.name(), plain, field.is_nullable()).with_metadata(field.metadata().clone()),
+        Field::new(field.name(), plain, field.is_nullable())
+            .with_metadata(field.metadata().clone()),
     ))
 }
 
@@ -148,11 +149,9 @@ fn type_to_avro(dt: &DataType, path: &str, names: &mut Names) -> Result<(Value, 
     match dt {
         DataType::Null => same(json!("null")),
         DataType::Boolean => same(json!("boolean")),
-        DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::UInt8
-        | DataType::UInt16 => same(json!("int")),
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::UInt8 | DataType::UInt16 => {
+            same(json!("int"))
+        }
         DataType::Int64 | DataType::UInt32 => same(json!("long")),
         DataType::Float16 | DataType::Float32 => same(json!("float")),
         DataType::Float64 => same(json!("double")),
@@ -225,7 +224,11 @@ fn type_to_avro(dt: &DataType, path: &str, names: &mut Names) -> Result<(Value, 
                 return Err(unsupported(path, dt, "a map's entries must be a struct"));
             };
             let (Some(key), Some(value), 2) = (kv.first(), kv.get(1), kv.len()) else {
-                return Err(unsupported(path, dt, "a map's entries must be key and value"));
+                return Err(unsupported(
+                    path,
+                    dt,
+                    "a map's entries must be key and value",
+                ));
             };
             if !matches!(key.data_type(), DataType::Utf8 | DataType::LargeUtf8) {
                 return Err(unsupported(path, dt, "Avro map keys are strings"));
@@ -312,9 +315,17 @@ impl Walker {
         depth: usize,
     ) -> std::result::Result<u64, String> {
         if depth > 64 {
-            return Err(format!("field `{path}`: the schema nests deeper than 64 levels"));
+            return Err(format!(
+                "field `{path}`: the schema nests deeper than 64 levels"
+            ));
         }
-        let at = |p: &str| if p.is_empty() { "the schema".to_owned() } else { format!("field `{p}`") };
+        let at = |p: &str| {
+            if p.is_empty() {
+                "the schema".to_owned()
+            } else {
+                format!("field `{p}`")
+            }
+        };
         match value {
             Value::String(name) => self.primitive_or_named(name, namespace, path),
             Value::Array(branches) => {
@@ -325,7 +336,9 @@ impl Walker {
                 Ok(1)
             }
             Value::Object(o) => {
-                let ty = o.get("type").ok_or_else(|| format!("{}: a type without `type`", at(path)))?;
+                let ty = o
+                    .get("type")
+                    .ok_or_else(|| format!("{}: a type without `type`", at(path)))?;
                 let Value::String(ty) = ty else {
                     return self.min_size(ty, namespace, path, depth + 1);
                 };
@@ -339,28 +352,28 @@ impl Walker {
                         let full = full_name(name, ns);
                         let inner_ns = full.rsplit_once('.').map(|(ns, _)| ns.to_owned());
                         let size = match ty.as_str() {
-                            "fixed" => o
-                                .get("size")
-                                .and_then(Value::as_u64)
-                                .ok_or_else(|| format!("{}: fixed `{full}` without a size", at(path)))?,
+                            "fixed" => o.get("size").and_then(Value::as_u64).ok_or_else(|| {
+                                format!("{}: fixed `{full}` without a size", at(path))
+                            })?,
                             "enum" => 1,
                             _ => {
                                 self.open.insert(full.clone());
-                                let fields = o
-                                    .get("fields")
-                                    .and_then(Value::as_array)
-                                    .ok_or_else(|| format!("{}: record `{full}` without fields", at(path)))?;
+                                let fields =
+                                    o.get("fields").and_then(Value::as_array).ok_or_else(|| {
+                                        format!("{}: record `{full}` without fields", at(path))
+                                    })?;
                                 let mut sum = 0u64;
                                 for f in fields {
-                                    let fname = f.get("name").and_then(Value::as_str).unwrap_or("?");
+                                    let fname =
+                                        f.get("name").and_then(Value::as_str).unwrap_or("?");
                                     let fpath = if path.is_empty() {
                                         fname.to_owned()
                                     } else {
                                         format!("{path}.{fname}")
                                     };
-                                    let fty = f.get("type").ok_or_else(|| {
-                                        format!("field `{fpath}` has no type")
-                                    })?;
+                                    let fty = f
+                                        .get("type")
+                                        .ok_or_else(|| format!("field `{fpath}` has no type"))?;
                                     sum = sum.saturating_add(self.min_size(
                                         fty,
                                         inner_ns.as_deref(),
@@ -379,7 +392,8 @@ impl Walker {
                         let items = o
                             .get("items")
                             .ok_or_else(|| format!("{}: an array without items", at(path)))?;
-                        let item = self.min_size(items, namespace, &format!("{path}[]"), depth + 1)?;
+                        let item =
+                            self.min_size(items, namespace, &format!("{path}[]"), depth + 1)?;
                         if item == 0 {
                             return Err(format!(
                                 "{}: arrays whose items take no bytes (null, empty records) are \
@@ -447,7 +461,11 @@ mod tests {
                 DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
                 true,
             ),
-            Field::new("local", DataType::Timestamp(TimeUnit::Millisecond, None), false),
+            Field::new(
+                "local",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                false,
+            ),
             Field::new("amount", DataType::Decimal128(20, 4), true),
             Field::new(
                 "o",
@@ -466,13 +484,19 @@ mod tests {
         assert_eq!(v["fields"][1]["type"], json!(["null", "string"]));
         assert_eq!(v["fields"][1]["default"], Value::Null);
         assert_eq!(v["fields"][2]["type"][1]["logicalType"], "timestamp-micros");
-        assert_eq!(v["fields"][3]["type"]["logicalType"], "local-timestamp-millis");
+        assert_eq!(
+            v["fields"][3]["type"]["logicalType"],
+            "local-timestamp-millis"
+        );
         assert_eq!(v["fields"][4]["type"][1]["precision"], 20);
         assert_eq!(v["fields"][5]["type"][1]["name"], "o");
         assert_eq!(v["fields"][6]["type"], json!(["null", "string"]));
         assert!(w.needs_cast);
         assert_eq!(w.arrow.field(6).data_type(), &DataType::Utf8);
-        assert_eq!(check_file_schema(&w.avro).unwrap().min_datum_bytes, 1 + 1 + 1 + 1 + 1 + 1 + 1);
+        assert_eq!(
+            check_file_schema(&w.avro).unwrap().min_datum_bytes,
+            1 + 1 + 1 + 1 + 1 + 1 + 1
+        );
     }
 
     #[test]
@@ -490,17 +514,24 @@ mod tests {
         assert!(err.contains("`s.iv`") && err.contains("Interval"), "{err}");
         let schema = Schema::new(vec![Field::new("user-id", DataType::Int32, true)]);
         let err = to_avro(&schema).unwrap_err().to_string();
-        assert!(err.contains("user-id") && err.contains("not a valid Avro name"), "{err}");
+        assert!(
+            err.contains("user-id") && err.contains("not a valid Avro name"),
+            "{err}"
+        );
     }
 
     #[test]
     fn recursive_and_zero_width_array_schemas_are_refused() {
-        let recursive = r#"{"type":"record","name":"Node","fields":[{"name":"next","type":["null","Node"]}]}"#;
+        let recursive =
+            r#"{"type":"record","name":"Node","fields":[{"name":"next","type":["null","Node"]}]}"#;
         let err = check_file_schema(recursive).unwrap_err();
         assert!(err.contains("contains itself"), "{err}");
         let nulls = r#"{"type":"record","name":"R","fields":[{"name":"a","type":{"type":"array","items":"null"}}]}"#;
         let err = check_file_schema(nulls).unwrap_err();
-        assert!(err.contains("`a`") && err.contains("take no bytes"), "{err}");
+        assert!(
+            err.contains("`a`") && err.contains("take no bytes"),
+            "{err}"
+        );
         assert!(check_file_schema(r#""int""#).is_err());
         let named = r#"{"type":"record","name":"R","namespace":"x","fields":[
             {"name":"f","type":{"type":"fixed","name":"F","size":16}},

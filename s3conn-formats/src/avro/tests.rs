@@ -45,7 +45,9 @@ fn dataset(n: usize) -> RecordBatch {
     let flag: ArrayRef = Arc::new(BooleanArray::from_iter(
         (0..n).map(|i| (i % 3 != 0).then_some(i % 2 == 0)),
     ));
-    let f32s: ArrayRef = Arc::new(Float32Array::from_iter_values((0..n).map(|i| i as f32 / 3.0)));
+    let f32s: ArrayRef = Arc::new(Float32Array::from_iter_values(
+        (0..n).map(|i| i as f32 / 3.0),
+    ));
     let f64s: ArrayRef = Arc::new(Float64Array::from_iter(
         (0..n).map(|i| (i % 7 != 0).then_some(i as f64 * 1.5e10)),
     ));
@@ -54,7 +56,7 @@ fn dataset(n: usize) -> RecordBatch {
     ));
     let fixed: ArrayRef = Arc::new(
         FixedSizeBinaryArray::try_from_sparse_iter_with_size(
-            (0..n).map(|i| (i % 4 != 1).then(|| [i as u8, 1, 2, 3])),
+            (0..n).map(|i| (i % 4 != 1).then_some([i as u8, 1, 2, 3])),
             4,
         )
         .unwrap(),
@@ -65,13 +67,16 @@ fn dataset(n: usize) -> RecordBatch {
     let t_ms: ArrayRef = Arc::new(Time32MillisecondArray::from_iter_values(
         (0..n).map(|i| (i as i32 * 1234) % 86_400_000),
     ));
-    let t_us: ArrayRef = Arc::new(Time64MicrosecondArray::from_iter(
-        (0..n).map(|i| (i % 2 == 0).then_some(i as i64 * 1_234_567 % 86_400_000_000)),
-    ));
+    let t_us: ArrayRef =
+        Arc::new(Time64MicrosecondArray::from_iter((0..n).map(|i| {
+            (i % 2 == 0).then_some(i as i64 * 1_234_567 % 86_400_000_000)
+        })));
     let base = 1_732_700_000_000i64;
     let ts_ms_utc: ArrayRef = Arc::new(
-        TimestampMillisecondArray::from_iter((0..n).map(|i| (i % 9 != 0).then_some(base + i as i64)))
-            .with_timezone(UTC),
+        TimestampMillisecondArray::from_iter(
+            (0..n).map(|i| (i % 9 != 0).then_some(base + i as i64)),
+        )
+        .with_timezone(UTC),
     );
     let ts_us_utc: ArrayRef = Arc::new(
         TimestampMicrosecondArray::from_iter_values((0..n).map(|i| base * 1000 - i as i64 * 7))
@@ -259,7 +264,12 @@ fn rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
             .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
             .collect();
         for row in 0..b.num_rows() {
-            out.push(formatters.iter().map(|f| f.value(row).to_string()).collect());
+            out.push(
+                formatters
+                    .iter()
+                    .map(|f| f.value(row).to_string())
+                    .collect(),
+            );
         }
     }
     out
@@ -305,7 +315,12 @@ fn every_codec_roundtrips_every_type() {
     let expected = rows(&input);
     for codec in AvroCodec::ALL {
         let file = encode(codec, &input);
-        let out = decode(&file, 64 << 10, DecodeOptions::default().with_batch_size(128)).unwrap();
+        let out = decode(
+            &file,
+            64 << 10,
+            DecodeOptions::default().with_batch_size(128),
+        )
+        .unwrap();
         assert!(out.iter().all(|b| b.num_rows() <= 128), "{codec}");
         assert_eq!(rows(&out), expected, "{codec}");
         let schema = out[0].schema();
@@ -639,14 +654,17 @@ fn a_decompression_bomb_stops_at_the_limit() {
     let schema = Arc::new(Schema::new(vec![Field::new("b", DataType::Binary, false)]));
     let batch = RecordBatch::try_new(
         schema,
-        vec![Arc::new(BinaryArray::from_iter_values([vec![0u8; 8 << 20]]))],
+        vec![Arc::new(BinaryArray::from_iter_values([vec![
+            0u8;
+            8 << 20
+        ]]))],
     )
     .unwrap();
     for codec in AvroCodec::ALL {
         let file = encode_with(
             &AvroFormat::default(),
             &EncodeOptions::default().with_codec(codec.name()),
-            &[batch.clone()],
+            std::slice::from_ref(&batch),
         );
         let format = AvroFormat::default().with_max_decompressed_block_bytes(1 << 20);
         let Err(err) = decode_with(&format, &file, 1 << 20, DecodeOptions::default()) else {
@@ -661,7 +679,10 @@ fn a_decompression_bomb_stops_at_the_limit() {
             let Err(err) = decode_with(&small, &file, 1 << 20, DecodeOptions::default()) else {
                 panic!("{codec}: a block over the limit was decoded");
             };
-            assert!(err.to_string().contains("more than the limit"), "{codec}: {err}");
+            assert!(
+                err.to_string().contains("more than the limit"),
+                "{codec}: {err}"
+            );
         }
     }
 }
@@ -722,7 +743,13 @@ fn a_bad_record_is_reported_with_its_row_number() {
 fn skip_keeps_good_rows_and_counts_the_rest_of_a_bad_block() {
     let mut utf8 = block(20..30);
     utf8[5].1 = vec![0xff];
-    let mut file = handmade(&[block(0..20), utf8, block(30..40), block(40..50), block(50..60)]);
+    let mut file = handmade(&[
+        block(0..20),
+        utf8,
+        block(30..40),
+        block(40..50),
+        block(50..60),
+    ]);
     // Break row 46 (id 45): its string length points past the block.
     let at = file.windows(6).position(|w| w == b"row 45").unwrap();
     file[at - 1] = 0x7e;
@@ -751,7 +778,11 @@ fn skip_drops_a_block_whose_compressed_data_is_corrupt() {
     let format = AvroFormat::default().with_block_bytes(200);
     let input = dataset(30);
     let pieces: Vec<RecordBatch> = (0..6).map(|i| input.slice(i * 5, 5)).collect();
-    let file = encode_with(&format, &EncodeOptions::default().with_codec("snappy"), &pieces);
+    let file = encode_with(
+        &format,
+        &EncodeOptions::default().with_codec("snappy"),
+        &pieces,
+    );
     // Flip a byte in the middle of the second block's data (its CRC then fails).
     let (_, header_len) = ocf::parse_header(&file).unwrap().unwrap();
     let (count1, size1, head1) = ocf::parse_block_head(&file[header_len..]).unwrap().unwrap();
@@ -799,9 +830,16 @@ fn a_given_schema_projects_reorders_casts_and_fills_nulls() {
     assert_eq!(got[5][3], "∅");
     assert_eq!(got[6][3], "-44");
     assert!(got[1][0].starts_with("Zoë"));
-    let strict = Arc::new(Schema::new(vec![Field::new("nope", DataType::Int32, false)]));
+    let strict = Arc::new(Schema::new(vec![Field::new(
+        "nope",
+        DataType::Int32,
+        false,
+    )]));
     let err = decode(&file, 333, DecodeOptions::default().with_schema(strict)).unwrap_err();
-    assert!(err.to_string().contains("`nope` is not in the file"), "{err}");
+    assert!(
+        err.to_string().contains("`nope` is not in the file"),
+        "{err}"
+    );
     let wrong = Arc::new(Schema::new(vec![Field::new(
         "props",
         DataType::Date32,
@@ -815,11 +853,7 @@ fn a_given_schema_projects_reorders_casts_and_fills_nulls() {
 fn unsupported_arrow_types_are_schema_errors_naming_the_field() {
     let schema = Arc::new(Schema::new(vec![
         Field::new("ok", DataType::Int32, true),
-        Field::new(
-            "span",
-            DataType::Duration(TimeUnit::Second),
-            true,
-        ),
+        Field::new("span", DataType::Duration(TimeUnit::Second), true),
     ]));
     let err = AvroFormat::default()
         .encoder(schema, &EncodeOptions::default())
@@ -833,11 +867,9 @@ fn a_batch_of_another_schema_is_refused() {
     let mut enc = AvroFormat::default()
         .encoder(dataset(1).schema(), &EncodeOptions::default())
         .unwrap();
-    let other = RecordBatch::try_from_iter([(
-        "x",
-        Arc::new(Int32Array::from(vec![1])) as ArrayRef,
-    )])
-    .unwrap();
+    let other =
+        RecordBatch::try_from_iter([("x", Arc::new(Int32Array::from(vec![1])) as ArrayRef)])
+            .unwrap();
     let err = enc.write(&other).unwrap_err();
     assert!(err.to_string().contains("differs"), "{err}");
 }
