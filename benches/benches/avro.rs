@@ -10,7 +10,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,
-    clippy::panic
+    clippy::panic,
+    clippy::print_stderr
 )]
 
 use std::io::Cursor;
@@ -362,12 +363,38 @@ fn avro_encode(c: &mut Criterion) {
     }
 }
 
+/// The plugin alone with every codec, to choose its default: throughput over the size of the
+/// uncompressed file, so that the codecs compare on the same scale.
+fn avro_codecs(c: &mut Criterion) {
+    let data = data();
+    let plain = plugin_encode(&data, "null").len() as u64;
+    for (direction, codecs) in [("encode", ALL_CODECS), ("decode", ALL_CODECS)] {
+        let mut group = c.benchmark_group(format!("avro_codecs_{direction}"));
+        group.throughput(Throughput::Bytes(plain));
+        for codec in codecs {
+            let file = plugin_encode(&data, codec);
+            eprintln!(
+                "{codec}: {} bytes ({:.1}% of null)",
+                file.len(),
+                100.0 * file.len() as f64 / plain as f64
+            );
+            group.bench_function(BenchmarkId::new(codec, EVENTS), |b| match direction {
+                "encode" => b.iter(|| plugin_encode(&data, codec).len()),
+                _ => b.iter(|| assert_eq!(plugin_decode(&file) as u64, EVENTS)),
+            });
+        }
+        group.finish();
+    }
+}
+
+const ALL_CODECS: [&str; 6] = ["null", "deflate", "snappy", "zstandard", "bzip2", "xz"];
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
-    targets = avro_decode, avro_encode
+    targets = avro_decode, avro_encode, avro_codecs
 }
 criterion_main!(benches);

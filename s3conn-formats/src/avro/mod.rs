@@ -75,9 +75,10 @@
 //! **Codecs**: `null`, `deflate` (levels 0–9), `snappy`, `bzip2` (1–9), `xz` (0–9) and
 //! `zstandard` (-7–22), by [`EncodeOptions::codec`] or [`AvroFormat::with_codec`]. The
 //! default is deflate level 6: the Avro specification requires every reader to support
-//! `null` and `deflate` only, so a deflate file opens everywhere, and it is a third of the
-//! size of an uncompressed one. Pick `snappy` or `zstandard` when every reader supports them
-//! and speed matters more.
+//! `null` and `deflate` only, so a deflate file opens everywhere (on the benchmark's events
+//! it is a sixth of the uncompressed size). When every reader supports it, `zstandard` is
+//! the better choice: smaller still (an eighth) and about three times faster to write;
+//! `snappy` is a little faster again but twice the size.
 //!
 //! ```
 //! use std::sync::Arc;

@@ -549,6 +549,11 @@ fn a_bad_sync_marker_is_an_invalid_file() {
     let err = decode(&bad, 1000, DecodeOptions::default()).unwrap_err();
     assert!(matches!(err, Error::InvalidFile { .. }), "{err:?}");
     assert!(err.to_string().contains("sync marker"), "{err}");
+    // The decoder refuses further use after an error.
+    let mut d = decoder_for(&AvroFormat::default(), DecodeOptions::default());
+    assert!(d.decode(&bad).is_err() || d.finish().is_err());
+    let err = d.decode(b"more").unwrap_err();
+    assert!(err.to_string().contains("already failed"), "{err}");
     // Two files joined: the second header is not a block.
     let mut joined = file.clone();
     joined.extend_from_slice(&file);
@@ -927,4 +932,38 @@ fn write_fuzz_seeds() {
         seed.extend_from_slice(&file);
         std::fs::write(dir.join(format!("s3conn-{codec}")), seed).unwrap();
     }
+}
+
+#[test]
+fn a_union_of_several_types_reads_as_an_arrow_union() {
+    let schema = br#"{"type":"record","name":"r","fields":[{"name":"id","type":"long"},{"name":"u","type":["null","int","string"]}]}"#;
+    let mut file = ocf::MAGIC.to_vec();
+    ocf::write_long(&mut file, 1);
+    ocf::write_bytes(&mut file, b"avro.schema");
+    ocf::write_bytes(&mut file, schema);
+    ocf::write_long(&mut file, 0);
+    file.extend_from_slice(&[3; 16]);
+    let mut data = Vec::new();
+    for i in 0..6i64 {
+        ocf::write_long(&mut data, i);
+        ocf::write_long(&mut data, i % 3);
+        match i % 3 {
+            1 => ocf::write_long(&mut data, i * 10),
+            2 => ocf::write_bytes(&mut data, format!("s{i}").as_bytes()),
+            _ => {}
+        }
+    }
+    ocf::write_long(&mut file, 6);
+    ocf::write_long(&mut file, data.len() as i64);
+    file.extend_from_slice(&data);
+    file.extend_from_slice(&[3; 16]);
+    let out = decode(&file, 5, DecodeOptions::default()).unwrap();
+    assert!(matches!(
+        out[0].schema().field(1).data_type(),
+        DataType::Union(..)
+    ));
+    assert_eq!(ids(&out), (0..6).collect::<Vec<_>>());
+    let got = rows(&out);
+    assert!(got[1][1].contains("10"), "{:?}", got[1]);
+    assert!(got[2][1].contains("s2"), "{:?}", got[2]);
 }
