@@ -145,13 +145,14 @@ impl AvroDecoder {
         loop {
             match &mut self.state {
                 State::Header { next_attempt } => {
-                    if self.buf.len() < *next_attempt && !at_end {
+                    let over_limit = self.buf.len() as u64 > self.limits.max_block_bytes;
+                    if self.buf.len() < *next_attempt && !at_end && !over_limit {
                         return Ok(());
                     }
                     let parsed = ocf::parse_header(&self.buf)
                         .map_err(|m| invalid(format!("the header is corrupt: {m}")))?;
                     let Some((header, len)) = parsed else {
-                        if self.buf.len() as u64 > self.limits.max_block_bytes {
+                        if over_limit {
                             return Err(invalid(format!(
                                 "the header is longer than {} bytes (the block limit); is this \
                                  really an Avro file?",

@@ -967,3 +967,21 @@ fn a_union_of_several_types_reads_as_an_arrow_union() {
     assert!(got[1][1].contains("10"), "{:?}", got[1]);
     assert!(got[2][1].contains("s2"), "{:?}", got[2]);
 }
+
+#[test]
+fn a_header_over_the_block_limit_is_refused() {
+    let mut file = ocf::MAGIC.to_vec();
+    ocf::write_long(&mut file, 1);
+    ocf::write_bytes(&mut file, b"big");
+    ocf::write_bytes(&mut file, &[b'x'; 5000]);
+    let format = AvroFormat::default().with_max_block_bytes(1024);
+    for chunk in [1, 100, 1 << 20] {
+        let Err(err) = decode_with(&format, &file, chunk, DecodeOptions::default()) else {
+            panic!("a header over the limit was read");
+        };
+        assert!(
+            err.to_string().contains("header is longer than 1024"),
+            "{err}"
+        );
+    }
+}
