@@ -5,8 +5,8 @@
 //! object stores; a host can use them on local files or memory just as well.
 //!
 //! - [`FormatPlugin`] is the trait a format implements; [`Registry`] finds plugins by name,
-//!   extension or object key. Built in: [`ndjson::NdjsonFormat`] (feature `json`) and
-//!   [`parquet::ParquetFormat`] (feature `parquet`).
+//!   extension or object key. Built in: [`ndjson::NdjsonFormat`] (feature `json`),
+//!   [`parquet::ParquetFormat`] (feature `parquet`) and [`avro::AvroFormat`] (feature `avro`).
 //! - [`compression`] detects whole-file compression from magic bytes, `Content-Encoding` and
 //!   extension, and streams decompression.
 //!
@@ -53,6 +53,8 @@
 
 #![deny(rustdoc::broken_intra_doc_links)]
 
+#[cfg(feature = "avro")]
+pub mod avro;
 pub mod compression;
 #[cfg(feature = "csv")]
 pub mod csv;

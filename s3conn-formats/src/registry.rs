@@ -28,6 +28,8 @@ impl Default for Registry {
     fn default() -> Self {
         #[allow(unused_mut)]
         let mut registry = Self::empty();
+        #[cfg(feature = "avro")]
+        registry.register(Arc::new(crate::avro::AvroFormat::default()));
         #[cfg(feature = "parquet")]
         registry.register(Arc::new(crate::parquet::ParquetFormat::default()));
         #[cfg(feature = "csv")]
@@ -139,9 +141,14 @@ mod tests {
             r.for_path("manifests/1.json").unwrap().plugin.name(),
             "json"
         );
+        let m = r.for_path("users/part-00001.AVRO").unwrap();
+        assert_eq!(m.plugin.name(), "avro");
+        assert_eq!(m.plugin.content_type(), "application/avro");
+        assert!(m.plugin.is_self_compressing());
+        assert_eq!(r.get("avro").unwrap().extensions(), ["avro"]);
         let err = r.get("xml").unwrap_err().to_string();
         assert!(
-            err.contains("registered: ndjson, json, csv, tsv, psv, parquet"),
+            err.contains("registered: ndjson, json, csv, tsv, psv, parquet, avro"),
             "{err}"
         );
     }
