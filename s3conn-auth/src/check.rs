@@ -314,6 +314,9 @@ fn http_status(text: &str) -> Option<u16> {
 /// What kind of failure an error is, for the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Failure {
+    /// The credentials themselves could not be had (STS refused the role, no base
+    /// credentials): the message says why.
+    Credentials(Option<String>),
     Denied,
     Unsupported,
     Signature,
@@ -325,7 +328,30 @@ enum Failure {
     Other,
 }
 
+/// The credential error in `error`'s chain, if getting credentials is what failed.
+fn credential_failure(error: &object_store::Error) -> Option<&crate::Error> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(
+            found @ (crate::Error::AssumeRole { .. }
+            | crate::Error::Credentials { .. }
+            | crate::Error::Profile { .. }),
+        ) = e.downcast_ref::<crate::Error>()
+        {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
+
 fn classify(code: Option<&str>, error: &object_store::Error) -> Failure {
+    if let Some(found) = credential_failure(error) {
+        return Failure::Credentials(match found {
+            crate::Error::AssumeRole { code, .. } => code.clone(),
+            _ => None,
+        });
+    }
     match code {
         Some("AccessDenied" | "AllAccessDisabled" | "Forbidden") => Failure::Denied,
         Some("NotImplemented" | "MethodNotAllowed") => Failure::Unsupported,
@@ -432,6 +458,8 @@ impl Context<'_> {
             .map(|e| format!("`{e}`"))
             .unwrap_or_else(|| "the S3 endpoint".into());
         match failure {
+            Failure::Credentials(Some(code)) if code == "AccessDenied" => "STS refused to let these credentials assume the role: its trust policy must name this principal and the configured `external_id` (`s3conn policy --external-id … --principal …` prints one), and the principal needs sts:AssumeRole on the role".into(),
+            Failure::Credentials(_) => "get working base credentials (keys, `profile`, or the default chain) and check `role_arn`, `external_id` and `sts_endpoint`".into(),
             Failure::Signature => "the secret access key does not match the access key id: check `secret_access_key` (no extra spaces or line breaks), or the clock if it is far off".into(),
             Failure::UnknownKey => format!("the access key id is not known to {endpoint}: check `access_key_id`, and `endpoint` for S3-compatible stores"),
             Failure::Token => "the session token expired or is invalid: renew `session_token`, or configure `role_arn` so that s3conn renews credentials itself".into(),
@@ -559,6 +587,10 @@ pub async fn check(connection: &Connection, role: Role) -> CheckReport {
                     None
                 }
                 failure => {
+                    let code = match &failure {
+                        Failure::Credentials(Some(sts_code)) => Some(sts_code.clone()),
+                        _ => code,
+                    };
                     probes.push(result(
                         Probe::Bucket,
                         ProbeStatus::Failed,

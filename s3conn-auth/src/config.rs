@@ -1041,11 +1041,12 @@ impl ConnectionConfig {
             backend: "s3",
             source,
         })?;
-        let store: Arc<dyn ObjectStore> = match refreshing {
-            Some(provider) => Arc::new(RefreshOnExpiry::new(store, provider)),
+        let store: Arc<dyn ObjectStore> = match &refreshing {
+            Some(provider) => Arc::new(RefreshOnExpiry::new(store, Arc::clone(provider))),
             None => Arc::new(store),
         };
         let mut connection = Connection::new(store, root, format!("s3://{bucket}"));
+        connection.refreshing = refreshing;
         connection.bucket = Some(bucket.to_owned());
         connection.region = Some(http.region);
         connection.endpoint = self.endpoint.clone();
@@ -1292,6 +1293,7 @@ pub struct Connection {
     bucket: Option<String>,
     region: Option<String>,
     endpoint: Option<String>,
+    refreshing: Option<Arc<RefreshingProvider>>,
 }
 
 impl Connection {
@@ -1315,6 +1317,7 @@ impl Connection {
             bucket,
             region: None,
             endpoint: None,
+            refreshing: None,
         }
     }
 
@@ -1346,6 +1349,12 @@ impl Connection {
     /// The S3-compatible endpoint, when one was configured.
     pub fn endpoint(&self) -> Option<&str> {
         self.endpoint.as_deref()
+    }
+
+    /// The provider of this connection's temporary credentials, when it renews them (an
+    /// assumed role): to see how many were fetched, or to renew them now.
+    pub fn credential_provider(&self) -> Option<&Arc<RefreshingProvider>> {
+        self.refreshing.as_ref()
     }
 
     /// The bucket and root path, for [`policy`](crate::policy) documents (`None` for a local

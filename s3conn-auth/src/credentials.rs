@@ -93,6 +93,12 @@ impl fmt::Debug for TemporaryCredential {
 pub trait CredentialSource: fmt::Debug + Send + Sync {
     /// Fetch a fresh credential.
     async fn fetch(&self) -> Result<TemporaryCredential>;
+
+    /// What to call this source in `Debug` output and logs. [`RefreshingProvider`] prints
+    /// this, never the source's own `Debug` (which could show a secret it holds).
+    fn describe(&self) -> String {
+        "a credential source".into()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -122,7 +128,7 @@ pub struct RefreshingProvider {
 impl fmt::Debug for RefreshingProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RefreshingProvider")
-            .field("source", &self.source)
+            .field("source", &self.source.describe())
             .field("clock", &self.clock)
             .field("margin", &self.margin)
             .field("generation", &self.generation.load(Ordering::Relaxed))
@@ -494,6 +500,17 @@ impl AssumeRole {
 
 #[async_trait]
 impl CredentialSource for AssumeRole {
+    fn describe(&self) -> String {
+        match &self.external_id {
+            Some(id) => format!(
+                "AssumeRole {} (External ID {id}) at {}",
+                self.role_arn,
+                self.endpoint()
+            ),
+            None => format!("AssumeRole {} at {}", self.role_arn, self.endpoint()),
+        }
+    }
+
     async fn fetch(&self) -> Result<TemporaryCredential> {
         let client = ReqwestConnector::default()
             .connect(&self.client_options)
