@@ -266,7 +266,7 @@ pub fn error_code(error: &(dyn std::error::Error + 'static)) -> Option<String> {
         current = e.source();
     }
     for text in &texts {
-        if let Some(code) = xml_value(text, "Code") {
+        if let Some(code) = xml_value(text, "Code").or_else(|| delete_error_code(text)) {
             return Some(code);
         }
     }
@@ -303,6 +303,14 @@ pub fn error_code(error: &(dyn std::error::Error + 'static)) -> Option<String> {
             _ => None,
         });
     inferred.map(str::to_owned)
+}
+
+/// The code of a failed key in a bulk delete: object_store words it
+/// "DeleteObjects request failed for key K: MESSAGE (code: CODE)".
+fn delete_error_code(text: &str) -> Option<String> {
+    let rest = text.rsplit_once("(code: ")?.1;
+    let code = rest.split_once(')')?.0.trim();
+    (!code.is_empty() && code.chars().all(|c| c.is_ascii_alphanumeric())).then(|| code.to_owned())
 }
 
 /// `NNN` from object_store's "status code: NNN …" wording.
@@ -386,18 +394,32 @@ fn is_unreachable(error: &object_store::Error) -> bool {
         {
             return true;
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::PermissionDenied {
-                return false;
-            }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            return false;
         }
         current = e.source();
     }
     false
 }
 
-/// The first line of an error's message, shortened: reports stay one line per probe.
-fn one_line(error: &dyn std::error::Error) -> String {
+/// Why a request failed, in one short line: the S3 answer's `<Message>` when there is one
+/// (`Access Denied`), else the first line of the error, shortened.
+fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        let text = e.to_string();
+        if let Some(message) = xml_value(&text, "Message") {
+            return message;
+        }
+        if let Some((_, rest)) = text.split_once("DeleteObjects request failed for key ")
+            && let Some((_, message)) = rest.split_once(": ")
+        {
+            return message.to_owned();
+        }
+        current = e.source();
+    }
     let text = error.to_string();
     let line = text.lines().next().unwrap_or("").trim();
     let mut short: String = line.chars().take(240).collect();
@@ -771,7 +793,7 @@ async fn probe_read_back(
     let fix = ctx.on_objects("s3:GetObject");
     match store.get(object).await {
         Ok(got) => match got.bytes().await {
-            Ok(bytes) if &bytes == expected => ok(Probe::Get, format!("{what} works")),
+            Ok(bytes) if bytes == expected => ok(Probe::Get, format!("{what} works")),
             Ok(_) => result(
                 Probe::Get,
                 ProbeStatus::Failed,

@@ -56,6 +56,7 @@ use crate::secret::Secret;
 /// | `retry_timeout_secs` | |
 /// | `shared_credentials_file` | `aws_shared_credentials_file` |
 /// | `shared_config_file` | `aws_config_file` |
+/// | `disable_bulk_delete` | `aws_disable_bulk_delete` |
 ///
 /// `AWS_ROLE_ARN` and `AWS_ROLE_SESSION_NAME` are not aliases: in the environment they belong
 /// to web identity (`AWS_WEB_IDENTITY_TOKEN_FILE`), which the default chain handles.
@@ -119,6 +120,9 @@ pub enum ConnectionConfigKey {
     SharedCredentialsFile,
     /// The shared config file (default `~/.aws/config`).
     SharedConfigFile,
+    /// Delete objects one request each instead of with `DeleteObjects` (stores without the
+    /// bulk API).
+    DisableBulkDelete,
 }
 
 impl ConnectionConfigKey {
@@ -148,6 +152,7 @@ impl ConnectionConfigKey {
         Self::RetryTimeoutSecs,
         Self::SharedCredentialsFile,
         Self::SharedConfigFile,
+        Self::DisableBulkDelete,
     ];
 
     /// The canonical name: the TOML key.
@@ -177,6 +182,7 @@ impl ConnectionConfigKey {
             Self::RetryTimeoutSecs => "retry_timeout_secs",
             Self::SharedCredentialsFile => "shared_credentials_file",
             Self::SharedConfigFile => "shared_config_file",
+            Self::DisableBulkDelete => "disable_bulk_delete",
         }
     }
 
@@ -231,6 +237,7 @@ impl FromStr for ConnectionConfigKey {
             "request_timeout_secs" => Self::TimeoutSecs,
             "aws_shared_credentials_file" => Self::SharedCredentialsFile,
             "aws_config_file" => Self::SharedConfigFile,
+            "aws_disable_bulk_delete" => Self::DisableBulkDelete,
             _ => {
                 return Err(Error::InvalidConfig {
                     field: "key",
@@ -311,6 +318,7 @@ impl fmt::Debug for ProviderHandle {
 /// duration_secs = 3600
 /// # sts_endpoint = "https://sts.eu-west-1.amazonaws.com"
 /// # refresh_margin_secs = 300                 # renew temporary credentials this early
+/// # disable_bulk_delete = false               # one DELETE per object instead of DeleteObjects
 /// ```
 ///
 /// ```
@@ -374,6 +382,8 @@ pub struct ConnectionConfig {
     shared_credentials_file: Option<PathBuf>,
     #[serde(default)]
     shared_config_file: Option<PathBuf>,
+    #[serde(default)]
+    disable_bulk_delete: bool,
     #[serde(skip)]
     clock: ClockHandle,
     #[serde(skip)]
@@ -410,6 +420,7 @@ impl fmt::Debug for ConnectionConfig {
             .field("retry_timeout_secs", &self.retry_timeout_secs)
             .field("shared_credentials_file", &self.shared_credentials_file)
             .field("shared_config_file", &self.shared_config_file)
+            .field("disable_bulk_delete", &self.disable_bulk_delete)
             .field("credentials", &self.credentials)
             .finish_non_exhaustive()
     }
@@ -504,6 +515,7 @@ impl ConnectionConfig {
     /// let config = ConnectionConfig::default().with_env_vars([
     ///     ("S3CONN_URL", "s3://bucket/landing"),
     ///     ("AWS_DEFAULT_REGION", "eu-west-3"),
+    ///     ("S3CONN_ROLE_ARN", "arn:aws:iam::123456789012:role/reader"),
     ///     ("AWS_ASSUME_ROLE_EXTERNAL_ID", "tenant-42"),
     ///     ("HOME", "/home/me"),
     /// ]);
@@ -615,6 +627,9 @@ impl ConnectionConfig {
             }
             ConnectionConfigKey::SharedConfigFile => {
                 self.shared_config_file = Some(PathBuf::from(&value))
+            }
+            ConnectionConfigKey::DisableBulkDelete => {
+                self.disable_bulk_delete = boolean(&mut self.invalid)
             }
         }
         self
@@ -762,6 +777,13 @@ impl ConnectionConfig {
     /// How long the retries of one request may go on.
     pub fn with_retry_timeout(mut self, timeout: Duration) -> Self {
         self.retry_timeout_secs = Some(timeout.as_secs().max(1));
+        self
+    }
+
+    /// Delete objects with one `DELETE` each instead of `DeleteObjects` (for stores that
+    /// lack the bulk API, or authorize it against the bucket instead of each key).
+    pub fn with_bulk_delete_disabled(mut self, disabled: bool) -> Self {
+        self.disable_bulk_delete = disabled;
         self
     }
 
@@ -991,6 +1013,9 @@ impl ConnectionConfig {
             .with_retry(http.retry.clone());
         if let Some(endpoint) = &self.endpoint {
             builder = builder.with_endpoint(self.bucket_endpoint(bucket, endpoint)?);
+        }
+        if self.disable_bulk_delete {
+            builder = builder.with_config(AmazonS3ConfigKey::DisableBulkDelete, "true");
         }
 
         let refreshing = match (&self.role_arn, base) {

@@ -172,10 +172,11 @@ impl RefreshingProvider {
     pub async fn credential(&self) -> Result<Arc<AwsCredential>> {
         let mut cached = self.cached.lock().await;
         let now = self.clock.now();
-        if let Some(current) = &cached.current {
-            if !cached.stale && self.is_fresh(current, cached.fetched_at, now) {
-                return Ok(Arc::clone(&current.credential));
-            }
+        if let Some(current) = &cached.current
+            && !cached.stale
+            && self.is_fresh(current, cached.fetched_at, now)
+        {
+            return Ok(Arc::clone(&current.credential));
         }
         match self.source.fetch().await {
             Ok(fresh) => {
@@ -225,6 +226,13 @@ impl RefreshingProvider {
         let margin =
             chrono::Duration::from_std(margin).unwrap_or_else(|_| chrono::Duration::zero());
         now + margin < expiry
+    }
+
+    /// The generation of the credential the next request will be signed with (fetching it
+    /// now if needed): what [`invalidate_generation`](Self::invalidate_generation) takes when
+    /// that request fails. `None` when no credential can be had.
+    pub async fn current_generation(&self) -> Option<u64> {
+        self.credential().await.ok().map(|_| self.generation())
     }
 
     /// Forget the cached credential: the next request fetches a new one. Called when S3

@@ -217,13 +217,13 @@ impl Scope {
             "Resource": self.bucket_arn(),
         });
         let prefixes = self.list_prefixes();
-        if !prefixes.is_empty() {
-            if let Some(statement) = list.as_object_mut() {
-                statement.insert(
-                    "Condition".into(),
-                    json!({ "StringLike": { "s3:prefix": prefixes } }),
-                );
-            }
+        if !prefixes.is_empty()
+            && let Some(statement) = list.as_object_mut()
+        {
+            statement.insert(
+                "Condition".into(),
+                json!({ "StringLike": { "s3:prefix": prefixes } }),
+            );
         }
         let mut statements = vec![list];
         match role {

@@ -118,9 +118,9 @@ impl<T: ObjectStore + MultipartStore> RefreshOnExpiry<T> {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<R>>,
     {
-        let generation = self.provider.generation();
-        match call().await {
-            Err(e) if is_expired_token(&e) => {
+        let generation = self.provider.current_generation().await;
+        match (call().await, generation) {
+            (Err(e), Some(generation)) if is_expired_token(&e) => {
                 tracing::info!(
                     call = what,
                     "S3 answered that the credentials expired; renewing them and trying again"
@@ -128,7 +128,7 @@ impl<T: ObjectStore + MultipartStore> RefreshOnExpiry<T> {
                 self.provider.invalidate_generation(generation).await;
                 call().await
             }
-            outcome => outcome,
+            (outcome, _) => outcome,
         }
     }
 }
@@ -250,18 +250,18 @@ async fn delete_chunk<T: ObjectStore + MultipartStore>(
             Err(e) => results.push(Err(e)),
         }
     }
-    let generation = provider.generation();
+    let generation = provider.current_generation().await;
     let first: Vec<Result<Path>> = inner
         .delete_stream(stream::iter(paths.clone().into_iter().map(Ok)).boxed())
         .collect()
         .await;
-    if !first
+    let expired = first
         .iter()
-        .any(|r| r.as_ref().is_err_and(|e| is_expired_token(e)))
-    {
+        .any(|r| r.as_ref().is_err_and(|e| is_expired_token(e)));
+    let Some(generation) = generation.filter(|_| expired) else {
         results.extend(first);
         return results;
-    }
+    };
     provider.invalidate_generation(generation).await;
     let deleted: std::collections::HashSet<Path> =
         first.into_iter().filter_map(|r| r.ok()).collect();
@@ -283,56 +283,53 @@ fn resuming_list<T: ObjectStore + MultipartStore>(
     prefix: Option<Path>,
     offset: Option<Path>,
 ) -> BoxStream<'static, Result<ObjectMeta>> {
+    type Listing = BoxStream<'static, Result<ObjectMeta>>;
     struct State<T: ObjectStore> {
         inner: Arc<T>,
         provider: Arc<RefreshingProvider>,
         prefix: Option<Path>,
         after: Option<Path>,
-        current: BoxStream<'static, Result<ObjectMeta>>,
-        generation: u64,
+        /// The listing in progress, and the generation of the credential it started with.
+        current: Option<(Listing, Option<u64>)>,
         renewals: usize,
     }
-    fn open<T: ObjectStore>(
-        inner: &T,
-        prefix: Option<&Path>,
-        after: Option<&Path>,
-    ) -> BoxStream<'static, Result<ObjectMeta>> {
-        match after {
-            Some(offset) => inner.list_with_offset(prefix, offset),
-            None => inner.list(prefix),
-        }
-    }
-    let current = open(inner.as_ref(), prefix.as_ref(), offset.as_ref());
-    let generation = provider.generation();
     let state = State {
         inner,
         provider,
         prefix,
         after: offset,
-        current,
-        generation,
+        current: None,
         renewals: 0,
     };
     stream::unfold(Some(state), |state| async move {
         let mut state = state?;
         loop {
-            match state.current.next().await {
-                None => return None,
-                Some(Ok(meta)) => {
+            let (mut listing, generation) = match state.current.take() {
+                Some(current) => current,
+                None => {
+                    let generation = state.provider.current_generation().await;
+                    let listing = match &state.after {
+                        Some(offset) => state.inner.list_with_offset(state.prefix.as_ref(), offset),
+                        None => state.inner.list(state.prefix.as_ref()),
+                    };
+                    (listing, generation)
+                }
+            };
+            match (listing.next().await, generation) {
+                (None, _) => return None,
+                (Some(Ok(meta)), _) => {
                     state.after = Some(meta.location.clone());
+                    state.current = Some((listing, generation));
                     return Some((Ok(meta), Some(state)));
                 }
-                Some(Err(e)) if is_expired_token(&e) && state.renewals < 3 => {
+                (Some(Err(e)), Some(generation)) if is_expired_token(&e) && state.renewals < 3 => {
                     tracing::info!(
                         "S3 answered that the credentials expired during a listing; renewing them and resuming"
                     );
-                    state.provider.invalidate_generation(state.generation).await;
+                    state.provider.invalidate_generation(generation).await;
                     state.renewals += 1;
-                    state.generation = state.provider.generation();
-                    state.current =
-                        open(state.inner.as_ref(), state.prefix.as_ref(), state.after.as_ref());
                 }
-                Some(Err(e)) => return Some((Err(e), None)),
+                (Some(Err(e)), _) => return Some((Err(e), None)),
             }
         }
     })
@@ -354,16 +351,16 @@ impl<T: ObjectStore + MultipartStore> UploadShared<T> {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<R>>,
     {
-        let generation = self.provider.generation();
-        match call().await {
-            Err(e) if is_expired_token(&e) => {
+        let generation = self.provider.current_generation().await;
+        match (call().await, generation) {
+            (Err(e), Some(generation)) if is_expired_token(&e) => {
                 tracing::info!(
                     "S3 answered that the credentials expired during a multipart upload; renewing them and sending again"
                 );
                 self.provider.invalidate_generation(generation).await;
                 call().await
             }
-            outcome => outcome,
+            (outcome, _) => outcome,
         }
     }
 }

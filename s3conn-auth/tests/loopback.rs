@@ -1,6 +1,13 @@
 //! The connection check and credential renewal against the loopback S3 server (s3s-fs in
 //! process), which checks SigV4 signatures as S3 does.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -1,7 +1,13 @@
 //! Shared by the integration tests: everything the crate logs, captured; a scan of every
 //! output for secrets.
 
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
