@@ -252,12 +252,6 @@ impl FromStr for ConnectionConfigKey {
 #[derive(Clone)]
 struct ClockHandle(Arc<dyn Clock>);
 
-impl Default for ClockHandle {
-    fn default() -> Self {
-        Self(Arc::new(SystemClock))
-    }
-}
-
 impl PartialEq for ClockHandle {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
@@ -384,8 +378,9 @@ pub struct ConnectionConfig {
     shared_config_file: Option<PathBuf>,
     #[serde(default)]
     disable_bulk_delete: bool,
+    /// `None`: the system clock.
     #[serde(skip)]
-    clock: ClockHandle,
+    clock: Option<ClockHandle>,
     #[serde(skip)]
     credentials: Option<ProviderHandle>,
     /// Values `with_config` could not parse: reported by `connect`.
@@ -733,7 +728,7 @@ impl ConnectionConfig {
 
     /// Decide credential expiry on this clock (tests move it forward).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = ClockHandle(clock);
+        self.clock = Some(ClockHandle(clock));
         self
     }
 
@@ -813,6 +808,13 @@ impl ConnectionConfig {
             Some(region) => scope.with_partition(Scope::partition_of_region(region)),
             None => scope,
         })
+    }
+
+    fn clock(&self) -> Arc<dyn Clock> {
+        match &self.clock {
+            Some(handle) => Arc::clone(&handle.0),
+            None => Arc::new(SystemClock),
+        }
     }
 
     /// Fill bucket/prefix or local path from `url`, when one was given.
@@ -1051,7 +1053,7 @@ impl ConnectionConfig {
                 }
                 let provider = Arc::new(
                     RefreshingProvider::new(Arc::new(source))
-                        .with_clock(Arc::clone(&self.clock.0))
+                        .with_clock(self.clock())
                         .with_refresh_margin(
                             self.refresh_margin_secs
                                 .map(Duration::from_secs)
@@ -1231,9 +1233,8 @@ impl ConnectionConfig {
                 if let Some(endpoint) = &self.sts_endpoint {
                     source = source.with_endpoint(endpoint);
                 }
-                let provider = Arc::new(
-                    RefreshingProvider::new(Arc::new(source)).with_clock(Arc::clone(&self.clock.0)),
-                );
+                let provider =
+                    Arc::new(RefreshingProvider::new(Arc::new(source)).with_clock(self.clock()));
                 Base::Provider(Arc::clone(&provider) as _, Some(provider))
             }
         })
@@ -1545,6 +1546,16 @@ mod tests {
         .unwrap();
         assert!(!format!("{toml_config:?}").contains(secret));
         assert_eq!(Secret::new(secret).to_string(), "***");
+    }
+
+    #[test]
+    fn equal_settings_are_equal() {
+        assert_eq!(ConnectionConfig::default(), ConnectionConfig::default());
+        assert_eq!(
+            ConnectionConfig::s3("b").with_region("r"),
+            ConnectionConfig::s3("b").with_region("r")
+        );
+        assert_ne!(ConnectionConfig::s3("b"), ConnectionConfig::s3("c"));
     }
 
     #[test]
