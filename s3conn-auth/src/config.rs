@@ -1170,18 +1170,30 @@ impl ConnectionConfig {
         if let Some(credential) = env_credential(env) {
             return Ok((Base::Static(credential), None));
         }
-        let env_profile = env.get("AWS_PROFILE").filter(|p| !p.is_empty());
-        let name = env_profile.map(String::as_str).unwrap_or("default");
+        let Some(name) = env.get("AWS_PROFILE").filter(|p| !p.is_empty()) else {
+            // The `default` profile, when it is usable; one that is not (no keys, a
+            // credential_process…) is passed over, as nobody asked for it by name.
+            return match profile::resolve(&files, "default").and_then(|p| {
+                p.map(|p| Ok((self.profile_base(p.credentials, env)?, p.region)))
+                    .transpose()
+            }) {
+                Ok(Some(found)) => Ok(found),
+                Ok(None) => Ok((Base::Platform(platform_settings(env)), None)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the `default` profile cannot be used; going on with the rest of the default chain");
+                    Ok((Base::Platform(platform_settings(env)), None))
+                }
+            };
+        };
         match profile::resolve(&files, name)? {
             Some(profile) => Ok((self.profile_base(profile.credentials, env)?, profile.region)),
-            None if env_profile.is_some() => Err(Error::Profile {
+            None => Err(Error::Profile {
                 profile: name.to_owned(),
                 reason: format!(
                     "AWS_PROFILE names it, but the shared files ({}) do not have it",
                     describe_files(&files)
                 ),
             }),
-            None => Ok((Base::Platform(platform_settings(env)), None)),
         }
     }
 
@@ -1665,6 +1677,20 @@ mod tests {
             .base_credentials(&Env::new())
             .unwrap();
         assert!(matches!(base, Base::Platform(ref s) if s.is_empty()));
+
+        // An unusable `default` profile nobody asked for is passed over; by name, it fails.
+        std::fs::write(
+            dir.path().join(".aws/credentials"),
+            "[default]\ncredential_process = /bin/false\n",
+        )
+        .unwrap();
+        let (base, _) = ConnectionConfig::s3("b").base_credentials(&home).unwrap();
+        assert!(matches!(base, Base::Platform(_)));
+        let err = ConnectionConfig::s3("b")
+            .with_profile("default")
+            .connect_with_env(&home)
+            .unwrap_err();
+        assert!(err.to_string().contains("credential_process"), "{err}");
         let web: Env = [
             (
                 "AWS_WEB_IDENTITY_TOKEN_FILE".to_owned(),
