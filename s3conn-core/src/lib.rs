@@ -4,7 +4,8 @@
 //! ([`s3::S3Source`]), to **push** records into a bucket as files with a manifest per
 //! delivery and a report per run ([`s3::S3Sink`]), or to connect its own sources and sinks
 //! through the same [`Pipeline`]. The three leaf crates are re-exported: [`formats`] (codec
-//! plugins), [`layout`] (key templates, manifests, reports) and [`auth`] (connections).
+//! plugins), [`layout`] (key templates, manifests, reports) and [`auth`] (connections,
+//! credentials, IAM policies, connection checks).
 //!
 //! Records travel as Arrow `RecordBatch`es tagged with their stream and origin ([`Batch`]).
 //! The pipeline saves the source's checkpoint only after the sink has committed the data,

@@ -56,8 +56,44 @@ pub struct MotoServer {
 
 impl MotoServer {
     /// Start `moto_server` from the Python environment on a free port and wait until it
-    /// answers.
+    /// answers. It accepts any credentials and enforces no IAM policy.
     pub fn start() -> Self {
+        Self::spawn(None)
+    }
+
+    /// Start `moto_server` with `INITIAL_NO_AUTH_ACTION_COUNT=n`: the first `n` requests to
+    /// S3, IAM and STS are let through (setting up users, keys, roles and buckets), every
+    /// later one must carry a valid SigV4 signature of a key moto issued and is checked
+    /// against the caller's IAM policies (and, for `sts:AssumeRole`, the role's trust
+    /// policy). See [`reset_auth`](Self::reset_auth) to start enforcing at a chosen moment.
+    pub fn start_with_auth(n: u64) -> Self {
+        Self::spawn(Some(n))
+    }
+
+    /// moto's own `/moto-api/reset-auth`: let the next `n` requests through unchecked, then
+    /// enforce signatures and IAM policies (`reset_auth(0)`: enforce from now on).
+    pub fn reset_auth(&self, n: u64) {
+        let addr = self
+            .endpoint
+            .strip_prefix("http://")
+            .expect("moto endpoint is http://host:port");
+        let body = n.to_string();
+        let mut stream = TcpStream::connect(addr).expect("connect to moto");
+        write!(
+            stream,
+            "POST /moto-api/reset-auth HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("send reset-auth to moto");
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut answer).expect("read moto's answer");
+        assert!(
+            answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+            "moto refused reset-auth: {answer}"
+        );
+    }
+
+    fn spawn(no_auth_action_count: Option<u64>) -> Self {
         let python = python();
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("find a free port");
@@ -71,6 +107,9 @@ impl MotoServer {
             c.args(["-m", "moto.server"]);
             c
         };
+        if let Some(n) = no_auth_action_count {
+            command.env("INITIAL_NO_AUTH_ACTION_COUNT", n.to_string());
+        }
         let child = command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())

@@ -1,7 +1,8 @@
 //! s3s-fs served in process on 127.0.0.1: real HTTP, real SigV4 checks, files on disk.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
@@ -9,6 +10,45 @@ use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+/// The keys the server accepts, and those it answers `ExpiredToken` for.
+#[derive(Debug, Default)]
+struct Keys {
+    secrets: HashMap<String, String>,
+    expired: Vec<String>,
+    /// Keys whose next requests (this many) are answered `ExpiredToken`.
+    expire_next: HashMap<String, usize>,
+}
+
+/// s3s authentication over [`Keys`]: an unknown key is `InvalidAccessKeyId`, an expired one
+/// `ExpiredToken` (HTTP 400, as S3 answers for expired session credentials).
+#[derive(Debug, Clone)]
+struct TestAuth(Arc<Mutex<Keys>>);
+
+#[async_trait::async_trait]
+impl s3s::auth::S3Auth for TestAuth {
+    async fn get_secret_key(&self, access_key: &str) -> s3s::S3Result<s3s::auth::SecretKey> {
+        let mut keys = self.0.lock().expect("keys lock");
+        let once = keys.expire_next.get_mut(access_key).filter(|n| **n > 0);
+        if let Some(n) = once {
+            *n -= 1;
+            return Err(s3s::s3_error!(
+                ExpiredToken,
+                "The provided token has expired."
+            ));
+        }
+        if keys.expired.iter().any(|k| k == access_key) {
+            return Err(s3s::s3_error!(
+                ExpiredToken,
+                "The provided token has expired."
+            ));
+        }
+        match keys.secrets.get(access_key) {
+            Some(secret) => Ok(s3s::auth::SecretKey::from(secret.clone())),
+            None => Err(s3s::s3_error!(InvalidAccessKeyId)),
+        }
+    }
+}
 
 /// An S3 server on loopback, backed by a temporary folder. Stops when dropped.
 #[derive(Debug)]
@@ -18,6 +58,7 @@ pub struct S3Server {
     secret_key: String,
     bucket: String,
     root: tempfile::TempDir,
+    keys: Arc<Mutex<Keys>>,
     task: JoinHandle<()>,
 }
 
@@ -40,10 +81,12 @@ impl S3Server {
 
         let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs over the temporary folder");
         let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-        builder.set_auth(s3s::auth::SimpleAuth::from_single(
-            access_key.clone(),
-            secret_key.clone(),
-        ));
+        let keys = Arc::new(Mutex::new(Keys::default()));
+        keys.lock()
+            .expect("keys lock")
+            .secrets
+            .insert(access_key.clone(), secret_key.clone());
+        builder.set_auth(TestAuth(Arc::clone(&keys)));
         let service = builder.build();
 
         let listener = TcpListener::bind(("127.0.0.1", 0))
@@ -70,8 +113,40 @@ impl S3Server {
             secret_key,
             bucket,
             root,
+            keys,
             task,
         }
+    }
+
+    /// Accept another key pair too (temporary credentials a test hands out).
+    pub fn add_credentials(&self, access_key: &str, secret_key: &str) {
+        self.keys
+            .lock()
+            .expect("keys lock")
+            .secrets
+            .insert(access_key.to_owned(), secret_key.to_owned());
+    }
+
+    /// Answer `ExpiredToken` (HTTP 400) to the next `requests` requests signed with
+    /// `access_key`, then accept it again. s3s-fs ties a multipart upload to the access key
+    /// that started it (S3 does not), so a test that renews credentials in the middle of an
+    /// upload keeps the key id and uses this.
+    pub fn expire_next_requests(&self, access_key: &str, requests: usize) {
+        self.keys
+            .lock()
+            .expect("keys lock")
+            .expire_next
+            .insert(access_key.to_owned(), requests);
+    }
+
+    /// From now on, answer `ExpiredToken` (HTTP 400) to requests signed with `access_key`,
+    /// as S3 does once temporary credentials expire.
+    pub fn expire_credentials(&self, access_key: &str) {
+        self.keys
+            .lock()
+            .expect("keys lock")
+            .expired
+            .push(access_key.to_owned());
     }
 
     /// `http://127.0.0.1:PORT`.

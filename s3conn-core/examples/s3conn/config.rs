@@ -534,7 +534,7 @@ path = "{state}"
         let report = match run(&path).await {
             Ok(r) => r,
             Err(Failure::Run(e)) => panic!("{}", crate::chain(&e)),
-            Err(Failure::Config(m) | Failure::Failed(m)) => panic!("{m}"),
+            Err(Failure::Config(m) | Failure::Failed(m) | Failure::Report(m)) => panic!("{m}"),
         };
         assert_eq!(report.rows, 500);
         let report = run(&path).await.ok().unwrap();

@@ -10,6 +10,11 @@
 //! s3conn convert INPUT OUTPUT [options]  convert a local file between formats through the
 //!                                        codec plugins (formats from the extensions or
 //!                                        --from/--to, codec from --codec or the extension)
+//! s3conn policy --role source|sink --bucket B [--prefix P] [--external-id X --principal ARN]
+//!                                        print the least-privilege IAM policy (and the
+//!                                        trust policy of a role assumed with an External ID)
+//! s3conn check CONFIG [--json] [--role R] probe each connection of a config, permission by
+//!                                        permission; exit 1 when something is missing
 //! ```
 //!
 //! The sync report goes to stdout as JSON (`convert` prints one JSON line); progress and
@@ -18,9 +23,11 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod check;
 mod config;
 mod convert;
 mod demo;
+mod policy;
 mod progress;
 mod render;
 
@@ -59,6 +66,12 @@ enum Command {
     /// Convert a local file from one format to another through the codec plugins (formats
     /// from the extensions or --from/--to; input compression detected from the content).
     Convert(Box<convert::ConvertArgs>),
+    /// Print the least-privilege IAM policy of a source or a sink on a bucket and root path,
+    /// and the trust policy of a role assumed with an External ID.
+    Policy(Box<policy::PolicyArgs>),
+    /// Probe the connections of a config (a sync config, or a connection alone) permission
+    /// by permission; exit 1 when something a connector needs is missing.
+    Check(Box<check::CheckArgs>),
 }
 
 /// A failure, with the exit status it maps to.
@@ -69,6 +82,8 @@ pub(crate) enum Failure {
     Run(s3conn_core::Error),
     /// The run failed, with a message that says where: exit 1.
     Failed(String),
+    /// A report that says something failed, for stdout: exit 1.
+    Report(String),
 }
 
 impl From<convert::ConvertError> for Failure {
@@ -131,6 +146,24 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Command::Policy(args) => {
+            return match policy::run(*args) {
+                Ok(document) => match serde_json::to_string_pretty(&document) {
+                    Ok(text) => {
+                        println!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: cannot print the policy: {e}");
+                        ExitCode::FAILURE
+                    }
+                },
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         other => other,
     };
     tracing_subscriber::fmt()
@@ -155,7 +188,17 @@ fn main() -> ExitCode {
             Command::Demo { dir, events } => json(&demo::run(&dir, events).await?, true),
             Command::Sync { config } => json(&config::run(&config).await?, true),
             Command::Convert(args) => json(&convert::run(*args).await?, false),
-            Command::Render(_) => Err(Failure::Config("render runs without a runtime".into())),
+            Command::Check(args) => {
+                let out = check::run(*args).await?;
+                if out.passed {
+                    Ok(out.text)
+                } else {
+                    Err(Failure::Report(out.text))
+                }
+            }
+            Command::Render(_) | Command::Policy(_) => Err(Failure::Config(
+                "this command runs without a runtime".into(),
+            )),
         }
     });
     match outcome {
@@ -165,6 +208,10 @@ fn main() -> ExitCode {
         }
         Err(Failure::Failed(message)) => {
             eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+        Err(Failure::Report(report)) => {
+            println!("{report}");
             ExitCode::FAILURE
         }
         Err(Failure::Config(message)) => {
