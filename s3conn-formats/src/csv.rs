@@ -51,8 +51,11 @@ use std::fmt;
 use std::io::Write;
 use std::sync::Arc;
 
-use arrow_array::builder::{BooleanBuilder, StringBuilder};
+use arrow_array::builder::{
+    BooleanBufferBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+};
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
+use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
 use bytes::Bytes;
@@ -629,6 +632,11 @@ impl<'a> RowRange<'a> {
 
     fn line(&self, i: usize) -> Option<u64> {
         self.rows.lines.get(self.start + i).copied()
+    }
+
+    /// The widest row of the range.
+    fn width(&self) -> usize {
+        (0..self.len).map(|i| self.row(i).count).max().unwrap_or(0)
     }
 
     /// About how many bytes of field data the range holds.
@@ -1341,58 +1349,23 @@ impl CsvDecoder {
         }
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(layout.columns.len() + 1);
         for column in &layout.columns {
-            let mut strings =
-                StringBuilder::with_capacity(n, rows.data_len() / layout.width.max(1));
-            for i in 0..n {
-                let value = column.source.and_then(|j| rows.row(i).field(j));
-                match value {
-                    None => strings.append_null(),
-                    Some(v) if self.is_null(v) => strings.append_null(),
-                    Some(v) => match std::str::from_utf8(v) {
-                        Ok(text) => strings.append_value(text),
-                        Err(e) => {
-                            strings.append_null();
-                            note(
-                                &mut problems,
-                                i,
-                                format!("column `{}` is not valid UTF-8: {e}", column.field.name()),
-                            );
-                            if let Some(r) = rescued.get_mut(i) {
-                                r.push((
-                                    column.field.name().clone(),
-                                    String::from_utf8_lossy(v).into_owned(),
-                                ));
-                            }
-                        }
-                    },
+            let (array, misfits) = self.build_column(column, rows)?;
+            for (i, raw, reason) in misfits {
+                note(
+                    &mut problems,
+                    i,
+                    format!(
+                        "column `{}`: `{}` {reason}",
+                        column.field.name(),
+                        shorten(&raw)
+                    ),
+                );
+                if let Some(r) = rescued.get_mut(i) {
+                    r.push((column.field.name().clone(), raw));
                 }
             }
-            let strings = strings.finish();
-            let typed =
-                convert(&strings, column.field.data_type(), &self.csv.bools).map_err(|e| {
-                    Error::Schema {
-                        format: FORMAT,
-                        message: format!("column `{}`: {e}", column.field.name()),
-                    }
-                })?;
-            for i in 0..n {
-                if strings.is_valid(i) && typed.is_null(i) {
-                    let raw = strings.value(i);
-                    note(
-                        &mut problems,
-                        i,
-                        format!(
-                            "column `{}`: `{}` is not a valid {}",
-                            column.field.name(),
-                            shorten(raw),
-                            column.field.data_type()
-                        ),
-                    );
-                    if let Some(r) = rescued.get_mut(i) {
-                        r.push((column.field.name().clone(), raw.to_owned()));
-                    }
-                }
-                if typed.is_null(i) && !column.field.is_nullable() {
+            if !column.field.is_nullable() && array.null_count() > 0 {
+                for i in (0..n).filter(|&i| array.is_null(i)) {
                     note(
                         &mut problems,
                         i,
@@ -1400,7 +1373,7 @@ impl CsvDecoder {
                     );
                 }
             }
-            arrays.push(typed);
+            arrays.push(array);
         }
         if layout.rescue.is_some() {
             let values: StringArray = rescued
@@ -1451,6 +1424,176 @@ impl CsvDecoder {
             _ => {}
         }
         Ok((batch.num_rows() > 0).then_some(batch))
+    }
+}
+
+/// The rows of a column whose value did not fit: row, raw value, why.
+type Misfits = Vec<(usize, String, String)>;
+
+impl CsvDecoder {
+    /// One column of a batch, built straight from the field bytes: integers, floats and
+    /// booleans are parsed from the bytes, strings are validated as UTF-8 once for the whole
+    /// column; other types go through strings and arrow-cast. A value that does not fit is
+    /// null in the array and listed with its row.
+    fn build_column(&self, column: &Column, rows: RowRange<'_>) -> Result<(ArrayRef, Misfits)> {
+        let n = rows.len();
+        let mut misfits: Misfits = Vec::new();
+        let value = |i: usize| {
+            column
+                .source
+                .and_then(|j| rows.row(i).field(j))
+                .filter(|v| !self.is_null(v))
+        };
+        let data_type = column.field.data_type();
+        let not_a = |v: &[u8]| {
+            (
+                String::from_utf8_lossy(v).into_owned(),
+                format!("is not a valid {data_type}"),
+            )
+        };
+        let array: ArrayRef = match data_type {
+            DataType::Int64 => {
+                let mut b = Int64Builder::with_capacity(n);
+                for i in 0..n {
+                    match value(i) {
+                        None => b.append_null(),
+                        Some(v) => match lexical_core::parse::<i64>(v) {
+                            Ok(x) => b.append_value(x),
+                            Err(_) => {
+                                b.append_null();
+                                let (raw, why) = not_a(v);
+                                misfits.push((i, raw, why));
+                            }
+                        },
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            DataType::Float64 => {
+                let mut b = Float64Builder::with_capacity(n);
+                for i in 0..n {
+                    match value(i) {
+                        None => b.append_null(),
+                        Some(v) => match lexical_core::parse::<f64>(v) {
+                            Ok(x) => b.append_value(x),
+                            Err(_) => {
+                                b.append_null();
+                                let (raw, why) = not_a(v);
+                                misfits.push((i, raw, why));
+                            }
+                        },
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            DataType::Boolean => {
+                let mut b = BooleanBuilder::with_capacity(n);
+                for i in 0..n {
+                    match value(i) {
+                        None => b.append_null(),
+                        Some(v) => match std::str::from_utf8(v)
+                            .ok()
+                            .and_then(|t| self.csv.bools.parse(t))
+                        {
+                            Some(x) => b.append_value(x),
+                            None => {
+                                b.append_null();
+                                let (raw, why) = not_a(v);
+                                misfits.push((i, raw, why));
+                            }
+                        },
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            DataType::Utf8 => {
+                let mut offsets: Vec<i32> = Vec::with_capacity(n + 1);
+                let mut bytes: Vec<u8> = Vec::with_capacity(rows.data_len() / rows.width().max(1));
+                let mut valid = BooleanBufferBuilder::new(n);
+                offsets.push(0);
+                for i in 0..n {
+                    match value(i) {
+                        None => valid.append(false),
+                        Some(v) => {
+                            bytes.extend_from_slice(v);
+                            valid.append(true);
+                        }
+                    }
+                    offsets.push(i32::try_from(bytes.len()).map_err(|_| Error::Decode {
+                        format: FORMAT,
+                        line: rows.line(i),
+                        message: format!(
+                            "column `{}` holds more than 2 GiB in one batch; lower the batch size",
+                            column.field.name()
+                        ),
+                    })?);
+                }
+                let nulls = NullBuffer::new(valid.finish());
+                let nulls = (nulls.null_count() > 0).then_some(nulls);
+                match StringArray::try_new(
+                    OffsetBuffer::new(offsets.into()),
+                    Buffer::from_vec(bytes),
+                    nulls,
+                ) {
+                    Ok(array) => Arc::new(array),
+                    // Invalid UTF-8 somewhere: find it value by value.
+                    Err(_) => {
+                        let mut b = StringBuilder::with_capacity(n, 0);
+                        for i in 0..n {
+                            match value(i) {
+                                None => b.append_null(),
+                                Some(v) => match std::str::from_utf8(v) {
+                                    Ok(text) => b.append_value(text),
+                                    Err(e) => {
+                                        b.append_null();
+                                        misfits.push((
+                                            i,
+                                            String::from_utf8_lossy(v).into_owned(),
+                                            format!("is not valid UTF-8: {e}"),
+                                        ));
+                                    }
+                                },
+                            }
+                        }
+                        Arc::new(b.finish())
+                    }
+                }
+            }
+            other => {
+                let mut strings = StringBuilder::with_capacity(n, 0);
+                for i in 0..n {
+                    match value(i).map(|v| (v, std::str::from_utf8(v))) {
+                        None => strings.append_null(),
+                        Some((_, Ok(text))) => strings.append_value(text),
+                        Some((v, Err(e))) => {
+                            strings.append_null();
+                            misfits.push((
+                                i,
+                                String::from_utf8_lossy(v).into_owned(),
+                                format!("is not valid UTF-8: {e}"),
+                            ));
+                        }
+                    }
+                }
+                let strings = strings.finish();
+                let typed =
+                    convert(&strings, other, &self.csv.bools).map_err(|e| Error::Schema {
+                        format: FORMAT,
+                        message: format!("column `{}`: {e}", column.field.name()),
+                    })?;
+                for i in 0..n {
+                    if strings.is_valid(i) && typed.is_null(i) {
+                        misfits.push((
+                            i,
+                            strings.value(i).to_owned(),
+                            format!("is not a valid {other}"),
+                        ));
+                    }
+                }
+                typed
+            }
+        };
+        Ok((array, misfits))
     }
 }
 

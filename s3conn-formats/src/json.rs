@@ -116,6 +116,8 @@ struct Framer {
     out_lines: u64,
     /// Elements seen.
     elements: u64,
+    /// Where the element being scanned has line breaks outside strings (reused).
+    breaks: Vec<usize>,
 }
 
 impl Framer {
@@ -146,6 +148,72 @@ impl Framer {
         self.state = State::Between;
     }
 
+    /// Scan an element from `input[start..]` to its end or the end of the input, tracking
+    /// strings, escapes and nesting; copy what was scanned to `out` in one piece, with raw
+    /// line breaks outside strings made spaces. Returns where the scan stopped.
+    fn scan_element(&mut self, input: &[u8], start: usize, out: &mut Vec<u8>) -> usize {
+        let mut breaks = std::mem::take(&mut self.breaks);
+        breaks.clear();
+        let mut ended = None;
+        let mut j = start;
+        while let Some(&b) = input.get(j) {
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                    if self.depth == 0 {
+                        ended = Some(j + 1);
+                        break;
+                    }
+                } else if b == b'\n' {
+                    // A raw line break inside a string is invalid JSON: it is kept, so the
+                    // decoder reports it, and counted.
+                    self.file_line += 1;
+                }
+            } else {
+                match b {
+                    b'"' => self.in_string = true,
+                    b'{' | b'[' => self.depth += 1,
+                    b'}' | b']' if self.depth > 0 => {
+                        self.depth -= 1;
+                        if self.depth == 0 {
+                            ended = Some(j + 1);
+                            break;
+                        }
+                    }
+                    // The end of a scalar element: the separator is not part of it.
+                    b',' | b']' if self.depth == 0 => {
+                        ended = Some(j);
+                        break;
+                    }
+                    b'\n' => {
+                        self.file_line += 1;
+                        breaks.push(j - start);
+                    }
+                    b'\r' => breaks.push(j - start),
+                    _ => {}
+                }
+            }
+            j += 1;
+        }
+        let stop = ended.unwrap_or(input.len());
+        let from = out.len();
+        out.extend_from_slice(input.get(start..stop).unwrap_or_default());
+        for &p in &breaks {
+            if let Some(byte) = out.get_mut(from + p) {
+                *byte = b' ';
+            }
+        }
+        self.breaks = breaks;
+        if ended.is_some() {
+            self.end_element(out);
+        }
+        stop
+    }
+
     /// Frame `input`, appending NDJSON to `out`.
     fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
         let mut i = 0;
@@ -173,55 +241,8 @@ impl Framer {
                     }
                 },
                 State::Element => {
-                    if self.in_string {
-                        if self.escaped {
-                            self.escaped = false;
-                        } else if b == b'\\' {
-                            self.escaped = true;
-                        } else if b == b'"' {
-                            self.in_string = false;
-                            if self.depth == 0 {
-                                out.push(b);
-                                self.end_element(out);
-                                i += 1;
-                                continue;
-                            }
-                        } else if b == b'\n' {
-                            // A raw line break inside a string is invalid JSON: keep it, so
-                            // the decoder reports it, but count the line.
-                            self.file_line += 1;
-                        }
-                        out.push(b);
-                    } else {
-                        match b {
-                            b'"' => {
-                                self.in_string = true;
-                                out.push(b);
-                            }
-                            b'{' | b'[' => {
-                                self.depth += 1;
-                                out.push(b);
-                            }
-                            b'}' | b']' if self.depth > 0 => {
-                                self.depth -= 1;
-                                out.push(b);
-                                if self.depth == 0 {
-                                    self.end_element(out);
-                                }
-                            }
-                            b',' | b']' if self.depth == 0 => {
-                                // The end of a scalar element.
-                                self.end_element(out);
-                                continue;
-                            }
-                            b'\n' => {
-                                self.file_line += 1;
-                                out.push(b' ');
-                            }
-                            b'\r' => out.push(b' '),
-                            _ => out.push(b),
-                        }
-                    }
+                    i = self.scan_element(input, i, out);
+                    continue;
                 }
                 State::Done => match b {
                     b'\n' => self.file_line += 1,
