@@ -30,7 +30,7 @@ use arrow_avro::writer::format::AvroOcfFormat;
 use arrow_schema::{DataType, SchemaRef};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use s3conn_formats::avro::AvroFormat;
-use s3conn_formats::{DecodeInput, DecodeOptions, Decoder, EncodeOptions, FormatPlugin};
+use s3conn_formats::{DecodeOptions, EncodeOptions};
 
 const EVENTS: u64 = 100_000;
 const CHUNK: usize = 256 << 10;
@@ -50,43 +50,13 @@ fn data() -> Data {
 }
 
 fn plugin_encode(data: &Data, codec: &str) -> Vec<u8> {
-    let mut enc = AvroFormat::default()
-        .encoder(
-            data.schema.clone(),
-            &EncodeOptions::default().with_codec(codec),
-        )
-        .unwrap();
-    let mut out = enc.take_output().to_vec();
-    for b in &data.batches {
-        enc.write(b).unwrap();
-        out.extend_from_slice(&enc.take_output());
-    }
-    out.extend_from_slice(&enc.finish().unwrap());
-    out
+    let options = EncodeOptions::default().with_codec(codec);
+    s3conn_benches::encode_all(&AvroFormat::default(), &options, &data.batches)
 }
 
 fn plugin_decode(file: &[u8]) -> usize {
-    let Decoder::Stream(mut d) = AvroFormat::default()
-        .decoder(
-            &DecodeInput::default(),
-            &DecodeOptions::default().with_batch_size(BATCH),
-        )
-        .unwrap()
-    else {
-        unreachable!()
-    };
-    let mut rows = 0;
-    for chunk in file.chunks(CHUNK) {
-        d.decode(chunk).unwrap();
-        while let Some(b) = d.next_batch() {
-            rows += b.num_rows();
-        }
-    }
-    d.finish().unwrap();
-    while let Some(b) = d.next_batch() {
-        rows += b.num_rows();
-    }
-    rows
+    let options = DecodeOptions::default().with_batch_size(BATCH);
+    s3conn_benches::decode_all(&AvroFormat::default(), &options, file, CHUNK)
 }
 
 fn arrow_avro_codec(codec: &str) -> Option<CompressionCodec> {

@@ -228,38 +228,11 @@ fn encode_all(
     options: &EncodeOptions,
     batches: &[arrow_array::RecordBatch],
 ) -> Vec<u8> {
-    let mut enc = plugin.encoder(batches[0].schema(), options).unwrap();
-    let mut out = Vec::new();
-    for batch in batches {
-        enc.write(batch).unwrap();
-        out.extend_from_slice(&enc.take_output());
-    }
-    out.extend_from_slice(&enc.finish().unwrap());
-    out
+    s3conn_benches::encode_all(plugin, options, batches)
 }
 
 fn decode_all(plugin: &dyn FormatPlugin, options: &DecodeOptions, data: &[u8]) -> usize {
-    let Decoder::Stream(mut decoder) = plugin
-        .decoder(
-            &DecodeInput::default(),
-            &options.clone().with_batch_size(BATCH),
-        )
-        .unwrap()
-    else {
-        unreachable!()
-    };
-    let mut rows = 0;
-    for chunk in data.chunks(CHUNK) {
-        decoder.decode(chunk).unwrap();
-        while let Some(b) = decoder.next_batch() {
-            rows += b.num_rows();
-        }
-    }
-    decoder.finish().unwrap();
-    while let Some(b) = decoder.next_batch() {
-        rows += b.num_rows();
-    }
-    rows
+    s3conn_benches::decode_all(plugin, &options.clone().with_batch_size(BATCH), data, CHUNK)
 }
 
 fn csv_decode(c: &mut Criterion) {

@@ -290,6 +290,62 @@ pub fn parse_size(text: &str) -> Option<u64> {
     (0.0..1e18).contains(&bytes).then_some(bytes as u64)
 }
 
+/// Encode `batches` with a plugin: the whole file, as the caller would ship it.
+pub fn encode_all(
+    plugin: &dyn s3conn_formats::FormatPlugin,
+    options: &s3conn_formats::EncodeOptions,
+    batches: &[RecordBatch],
+) -> Vec<u8> {
+    let Some(first) = batches.first() else {
+        return Vec::new();
+    };
+    let Ok(mut encoder) = plugin.encoder(first.schema(), options) else {
+        return Vec::new();
+    };
+    let mut out = encoder.take_output().to_vec();
+    for batch in batches {
+        if encoder.write(batch).is_err() {
+            return Vec::new();
+        }
+        out.extend_from_slice(&encoder.take_output());
+    }
+    if let Ok(last) = encoder.finish() {
+        out.extend_from_slice(&last);
+    }
+    out
+}
+
+/// Decode a whole file with a plugin's stream decoder, fed in chunks of `chunk` bytes;
+/// returns the rows (0 when the plugin has no stream decoder or the file does not decode).
+pub fn decode_all(
+    plugin: &dyn s3conn_formats::FormatPlugin,
+    options: &s3conn_formats::DecodeOptions,
+    data: &[u8],
+    chunk: usize,
+) -> usize {
+    let Ok(s3conn_formats::Decoder::Stream(mut decoder)) =
+        plugin.decoder(&s3conn_formats::DecodeInput::default(), options)
+    else {
+        return 0;
+    };
+    let mut rows = 0;
+    for piece in data.chunks(chunk.max(1)) {
+        if decoder.decode(piece).is_err() {
+            return 0;
+        }
+        while let Some(b) = decoder.next_batch() {
+            rows += b.num_rows();
+        }
+    }
+    if decoder.finish().is_err() {
+        return 0;
+    }
+    while let Some(b) = decoder.next_batch() {
+        rows += b.num_rows();
+    }
+    rows
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

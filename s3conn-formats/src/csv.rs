@@ -51,9 +51,9 @@ use std::fmt;
 use std::io::Write;
 use std::sync::Arc;
 
-use arrow_array::builder::{
-    BooleanBufferBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
-};
+use arrow_array::ArrowPrimitiveType;
+use arrow_array::builder::{BooleanBufferBuilder, BooleanBuilder, PrimitiveBuilder, StringBuilder};
+use arrow_array::types::{Float64Type, Int64Type};
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
 use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
@@ -1452,40 +1452,8 @@ impl CsvDecoder {
             )
         };
         let array: ArrayRef = match data_type {
-            DataType::Int64 => {
-                let mut b = Int64Builder::with_capacity(n);
-                for i in 0..n {
-                    match value(i) {
-                        None => b.append_null(),
-                        Some(v) => match lexical_core::parse::<i64>(v) {
-                            Ok(x) => b.append_value(x),
-                            Err(_) => {
-                                b.append_null();
-                                let (raw, why) = not_a(v);
-                                misfits.push((i, raw, why));
-                            }
-                        },
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            DataType::Float64 => {
-                let mut b = Float64Builder::with_capacity(n);
-                for i in 0..n {
-                    match value(i) {
-                        None => b.append_null(),
-                        Some(v) => match lexical_core::parse::<f64>(v) {
-                            Ok(x) => b.append_value(x),
-                            Err(_) => {
-                                b.append_null();
-                                let (raw, why) = not_a(v);
-                                misfits.push((i, raw, why));
-                            }
-                        },
-                    }
-                }
-                Arc::new(b.finish())
-            }
+            DataType::Int64 => parse_column::<Int64Type>(n, value, &mut misfits, data_type),
+            DataType::Float64 => parse_column::<Float64Type>(n, value, &mut misfits, data_type),
             DataType::Boolean => {
                 let mut b = BooleanBuilder::with_capacity(n);
                 for i in 0..n {
@@ -1595,6 +1563,38 @@ impl CsvDecoder {
         };
         Ok((array, misfits))
     }
+}
+
+/// A column of numbers parsed straight from the field bytes (`value(i)` is row `i`'s field,
+/// `None` for null); a value that does not parse is null and listed in `misfits`.
+fn parse_column<'a, T>(
+    n: usize,
+    value: impl Fn(usize) -> Option<&'a [u8]>,
+    misfits: &mut Misfits,
+    data_type: &DataType,
+) -> ArrayRef
+where
+    T: ArrowPrimitiveType,
+    T::Native: lexical_core::FromLexical,
+{
+    let mut b = PrimitiveBuilder::<T>::with_capacity(n);
+    for i in 0..n {
+        match value(i) {
+            None => b.append_null(),
+            Some(v) => match lexical_core::parse::<T::Native>(v) {
+                Ok(x) => b.append_value(x),
+                Err(_) => {
+                    b.append_null();
+                    misfits.push((
+                        i,
+                        String::from_utf8_lossy(v).into_owned(),
+                        format!("is not a valid {data_type}"),
+                    ));
+                }
+            },
+        }
+    }
+    Arc::new(b.finish())
 }
 
 /// A value cut for an error message.

@@ -233,19 +233,7 @@ fn decode_with(
     chunk: usize,
     options: DecodeOptions,
 ) -> crate::Result<(Vec<RecordBatch>, u64)> {
-    let mut d = decoder_for(format, options);
-    let mut out = Vec::new();
-    for c in file.chunks(chunk.max(1)) {
-        d.decode(c)?;
-        while let Some(b) = d.next_batch() {
-            out.push(b);
-        }
-    }
-    d.finish()?;
-    while let Some(b) = d.next_batch() {
-        out.push(b);
-    }
-    Ok((out, d.skipped_rows()))
+    crate::testing::decode_chunked(format, &options, file, chunk)
 }
 
 fn decode(file: &[u8], chunk: usize, options: DecodeOptions) -> crate::Result<Vec<RecordBatch>> {
