@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, AwsCredential, AwsCredentialProvider};
 use object_store::local::LocalFileSystem;
+use object_store::multipart::MultipartStore;
 use object_store::path::Path;
-use object_store::{ClientOptions, ObjectStore, RetryConfig, StaticCredentialProvider};
+use object_store::{
+    ClientOptions, ObjectStore, PutMultipartOptions, RetryConfig, StaticCredentialProvider,
+};
 use serde::Deserialize;
 
 use crate::check::CheckReport;
@@ -18,10 +21,12 @@ use crate::credentials::{
     AssumeRole, Clock, DEFAULT_REFRESH_MARGIN, RefreshingProvider, SystemClock,
 };
 use crate::error::{Error, Result};
+use crate::http::{RequestCounts, RequestStats, S3Connector};
 use crate::policy::{Role, Scope};
 use crate::profile::{self, ProfileCredentials, ProfileFiles};
 use crate::refresh::RefreshOnExpiry;
 use crate::secret::Secret;
+use crate::uploads::{OpenUpload, S3Lister, StartedUpload, Uploads};
 
 /// A setting of a [`ConnectionConfig`], by name: for hosts that configure connections from
 /// text (environment variables, key-value files, command lines).
@@ -940,7 +945,9 @@ impl ConnectionConfig {
         let base = url::Url::from_directory_path(&absolute)
             .map(|u| u.to_string().trim_end_matches('/').to_owned())
             .unwrap_or_else(|()| format!("file://{}", absolute.display()));
-        Ok(Connection::new(Arc::new(store), root, base))
+        let mut connection = Connection::new(Arc::new(store), root, base);
+        connection.uploads = Uploads::Local { root: absolute };
+        Ok(connection)
     }
 
     fn check_endpoint(&self, field: &'static str, endpoint: &str) -> Result<()> {
@@ -1006,7 +1013,11 @@ impl ConnectionConfig {
             region,
         };
 
+        let stats = Arc::new(RequestStats::default());
         let mut builder = AmazonS3Builder::new()
+            .with_http_connector(S3Connector {
+                stats: Arc::clone(&stats),
+            })
             .with_bucket_name(bucket)
             .with_region(&http.region)
             .with_allow_http(self.allow_http)
@@ -1068,16 +1079,45 @@ impl ConnectionConfig {
             backend: "s3",
             source,
         })?;
-        let store: Arc<dyn ObjectStore> = match &refreshing {
-            Some(provider) => Arc::new(RefreshOnExpiry::new(store, Arc::clone(provider))),
-            None => Arc::new(store),
+        let lister = Arc::new(S3Lister {
+            client: crate::http::client(&http.client, &stats).map_err(|source| Error::Build {
+                backend: "s3",
+                source,
+            })?,
+            credentials: Arc::clone(store.credentials()),
+            refreshing: refreshing.clone(),
+            region: http.region.clone(),
+            bucket_url: self.bucket_url(bucket, &http.region)?,
+        });
+        let (store, multipart): (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>) = match &refreshing
+        {
+            Some(provider) => {
+                let store = Arc::new(RefreshOnExpiry::new(store, Arc::clone(provider)));
+                (Arc::clone(&store) as _, store as _)
+            }
+            None => {
+                let store = Arc::new(store);
+                (Arc::clone(&store) as _, store as _)
+            }
         };
         let mut connection = Connection::new(store, root, format!("s3://{bucket}"));
+        connection.uploads = Uploads::S3 { multipart, lister };
+        connection.stats = stats;
         connection.refreshing = refreshing;
         connection.bucket = Some(bucket.to_owned());
         connection.region = Some(http.region);
         connection.endpoint = self.endpoint.clone();
         Ok(connection)
+    }
+
+    /// The URL of the bucket itself, for requests object_store does not make.
+    fn bucket_url(&self, bucket: &str, region: &str) -> Result<String> {
+        Ok(match (&self.endpoint, self.virtual_hosted_style) {
+            (Some(endpoint), true) => self.bucket_endpoint(bucket, endpoint)?,
+            (Some(endpoint), false) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
+            (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+            (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
+        })
     }
 
     /// With virtual-hosted style, object_store expects the bucket in the endpoint's host.
@@ -1332,6 +1372,8 @@ pub struct Connection {
     region: Option<String>,
     endpoint: Option<String>,
     refreshing: Option<Arc<RefreshingProvider>>,
+    uploads: Uploads,
+    stats: Arc<RequestStats>,
 }
 
 impl Connection {
@@ -1356,6 +1398,8 @@ impl Connection {
             region: None,
             endpoint: None,
             refreshing: None,
+            uploads: Uploads::Store,
+            stats: Arc::default(),
         }
     }
 
@@ -1393,6 +1437,55 @@ impl Connection {
     /// assumed role): to see how many were fetched, or to renew them now.
     pub fn credential_provider(&self) -> Option<&Arc<RefreshingProvider>> {
         self.refreshing.as_ref()
+    }
+
+    /// The requests this connection has made, the bytes it sent and the failures its client
+    /// retried (S3 connections; other stores count nothing).
+    pub fn request_stats(&self) -> RequestCounts {
+        self.stats.snapshot()
+    }
+
+    /// The shared counters behind [`request_stats`](Self::request_stats): clones of a
+    /// connection share them, so two handles that are the same `Arc` count the same requests.
+    pub fn request_stats_handle(&self) -> Arc<RequestStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Start a multipart upload of `key`, with an id to record before any part is sent (see
+    /// [`uploads`](crate::uploads)). On S3 and local connections the upload completes only
+    /// if `key` is still free: its `complete` fails with `AlreadyExists` otherwise.
+    pub async fn start_upload(
+        &self,
+        key: &Path,
+        options: PutMultipartOptions,
+    ) -> object_store::Result<StartedUpload> {
+        self.uploads.start(&self.store, key, options).await
+    }
+
+    /// Whether this connection is a local folder.
+    pub fn is_local_folder(&self) -> bool {
+        matches!(self.uploads, Uploads::Local { .. })
+    }
+
+    /// Whether uploads started with [`start_upload`](Self::start_upload) complete only if
+    /// their key is free (S3 and local connections), rather than replacing what is there.
+    pub fn uploads_are_conditional(&self) -> bool {
+        self.uploads.conditional()
+    }
+
+    /// The uploads started and neither completed nor aborted whose key starts with
+    /// `prefix`; `None` when this store cannot list them (a custom store, an S3-compatible
+    /// server without `ListMultipartUploads`).
+    pub async fn open_uploads(
+        &self,
+        prefix: &Path,
+    ) -> object_store::Result<Option<Vec<OpenUpload>>> {
+        self.uploads.open(prefix).await
+    }
+
+    /// Abort the upload `id` of `key` (one that is gone already is not an error).
+    pub async fn abort_upload(&self, key: &Path, id: &str) -> object_store::Result<()> {
+        self.uploads.abort(key, id).await
     }
 
     /// The bucket and root path, for [`policy`](crate::policy) documents (`None` for a local

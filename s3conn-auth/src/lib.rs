@@ -92,10 +92,12 @@ pub mod check;
 mod config;
 pub mod credentials;
 mod error;
+pub mod http;
 pub mod policy;
 mod profile;
 mod refresh;
 mod secret;
+pub mod uploads;
 
 pub use config::{Connection, ConnectionConfig, ConnectionConfigKey};
 pub use error::{Error, Result};

@@ -440,3 +440,57 @@ impl<T: ObjectStore + MultipartStore> MultipartUpload for RefreshingUpload<T> {
             .await
     }
 }
+
+/// The low-level multipart calls, each retried once after an expired token.
+#[async_trait]
+impl<T: ObjectStore + MultipartStore> MultipartStore for RefreshOnExpiry<T> {
+    async fn create_multipart(&self, path: &Path) -> Result<MultipartId> {
+        self.retry("create multipart upload", || {
+            self.inner.create_multipart(path)
+        })
+        .await
+    }
+
+    async fn create_multipart_opts(
+        &self,
+        path: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<MultipartId> {
+        self.retry("create multipart upload", || {
+            self.inner.create_multipart_opts(path, opts.clone())
+        })
+        .await
+    }
+
+    async fn put_part(
+        &self,
+        path: &Path,
+        id: &MultipartId,
+        part_idx: usize,
+        data: PutPayload,
+    ) -> Result<PartId> {
+        self.retry("upload part", || {
+            self.inner.put_part(path, id, part_idx, data.clone())
+        })
+        .await
+    }
+
+    async fn complete_multipart(
+        &self,
+        path: &Path,
+        id: &MultipartId,
+        parts: Vec<PartId>,
+    ) -> Result<PutResult> {
+        self.retry("complete multipart upload", || {
+            self.inner.complete_multipart(path, id, parts.clone())
+        })
+        .await
+    }
+
+    async fn abort_multipart(&self, path: &Path, id: &MultipartId) -> Result<()> {
+        self.retry("abort multipart upload", || {
+            self.inner.abort_multipart(path, id)
+        })
+        .await
+    }
+}

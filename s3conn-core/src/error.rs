@@ -94,6 +94,43 @@ pub enum Error {
     #[error(transparent)]
     Auth(#[from] s3conn_auth::Error),
 
+    /// Another run of the same pipeline holds its lease: two runs of one pipeline at once
+    /// could deliver the same rows twice, so this one did not start.
+    #[error(
+        "pipeline `{pipeline}` is already running: {holder} holds its lease until {expires_at} (renewed while it runs); try again after that"
+    )]
+    Leased {
+        /// The pipeline.
+        pipeline: String,
+        /// Who holds the lease: its sync id, host and process id.
+        holder: String,
+        /// When the lease expires unless its holder renews it (RFC 3339).
+        expires_at: String,
+    },
+
+    /// This run lost its pipeline's lease (it could not renew it in time, and another run
+    /// may have taken over): it stopped before committing.
+    #[error("pipeline `{pipeline}`: {reason}; nothing of this run was committed")]
+    LeaseLost {
+        /// The pipeline.
+        pipeline: String,
+        /// What happened.
+        reason: String,
+    },
+
+    /// An object changed while it was being read (its ETag no longer matched the one it
+    /// was listed with): the rows read from it are not committed, and the next run reads
+    /// the new version whole.
+    #[error(
+        "{uri} changed while it was read (its ETag is no longer {e_tag}): none of its rows are committed; the next run reads the new version"
+    )]
+    ObjectChanged {
+        /// The object's URI.
+        uri: String,
+        /// The ETag it was listed (and partly read) with.
+        e_tag: String,
+    },
+
     /// A host-defined source or sink failed.
     #[error("{context}: {source}")]
     External {
@@ -116,6 +153,7 @@ impl Error {
             ),
             Self::Read { source, .. } | Self::Write { source, .. } => source.is_retryable(),
             Self::Format(e) => e.is_retryable(),
+            Self::Leased { .. } | Self::LeaseLost { .. } | Self::ObjectChanged { .. } => true,
             _ => false,
         }
     }

@@ -55,6 +55,8 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
+pub mod failpoint;
+mod lease;
 pub mod memory;
 mod pipeline;
 mod record;
@@ -64,6 +66,7 @@ mod source;
 pub mod state;
 
 pub use error::{Error, Result};
+pub use lease::DEFAULT_LEASE_TTL;
 pub use pipeline::{Pipeline, Progress, ProgressFn};
 pub use record::{Batch, Position, StreamId, SyncMode};
 pub use sink::{CommitReceipt, CommitRequest, Sink, SinkExt, SyncContext};

@@ -24,11 +24,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use s3conn_auth::http::{RequestCounts, RequestStats};
 use s3conn_layout::{SyncReport, SyncStatus};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::lease::{DEFAULT_LEASE_TTL, Lease};
 use crate::record::{StreamId, SyncMode};
 use crate::sink::{CommitRequest, Sink, SyncContext};
 use crate::source::{Notice, ReadRequest, Source, SourceMessage, SourceState};
@@ -48,6 +51,9 @@ pub struct Progress {
     /// Bytes of the objects read completely so far.
     pub bytes: u64,
 }
+
+/// The longest pipeline id (its lease is kept under `<id>.lease`).
+const MAX_PIPELINE_ID: usize = 200;
 
 /// A progress callback.
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
@@ -104,6 +110,7 @@ pub struct Pipeline<S, K, T> {
     modes: HashMap<String, SyncMode>,
     next_sync_in: Option<chrono::Duration>,
     progress: Option<ProgressFn>,
+    lease_ttl: std::time::Duration,
 }
 
 impl<S: fmt::Debug, K: fmt::Debug, T: fmt::Debug> fmt::Debug for Pipeline<S, K, T> {
@@ -124,6 +131,11 @@ impl<S: Source, K: Sink, T: StateStore> Pipeline<S, K, T> {
     pub fn new(id: impl Into<String>, source: S, sink: K, state: T) -> Result<Self> {
         let id = id.into();
         validate_key(&id)?;
+        if id.len() > MAX_PIPELINE_ID {
+            return Err(Error::Config {
+                reason: format!("pipeline id `{id}` is longer than {MAX_PIPELINE_ID} characters"),
+            });
+        }
         Ok(Self {
             id,
             source,
@@ -133,6 +145,7 @@ impl<S: Source, K: Sink, T: StateStore> Pipeline<S, K, T> {
             modes: HashMap::new(),
             next_sync_in: None,
             progress: None,
+            lease_ttl: DEFAULT_LEASE_TTL,
         })
     }
 
@@ -151,6 +164,15 @@ impl<S: Source, K: Sink, T: StateStore> Pipeline<S, K, T> {
     /// Report the next planned sync this long after each run's start (`next_sync_at`).
     pub fn with_next_sync_in(mut self, interval: chrono::Duration) -> Self {
         self.next_sync_in = Some(interval);
+        self
+    }
+
+    /// How long the pipeline's lease lasts unless renewed (default one minute; renewed every
+    /// third of it while a run goes on). A run killed without releasing it blocks other
+    /// runs of the pipeline for at most this long (on Linux, a run on the same machine sees
+    /// at once that the holder's process is gone).
+    pub fn with_lease_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.lease_ttl = ttl.max(std::time::Duration::from_millis(300));
         self
     }
 
@@ -180,15 +202,11 @@ impl<S: Source, K: Sink, T: StateStore> Pipeline<S, K, T> {
         &self.state
     }
 
-    fn mode_of(&self, stream: &StreamId) -> SyncMode {
-        self.modes
-            .get(&stream.to_string())
-            .or_else(|| self.modes.get(stream.name()))
-            .copied()
-            .unwrap_or(self.default_mode)
-    }
-
     /// Run one sync. Returns the sync report, which the sink has also recorded.
+    ///
+    /// The run first takes the pipeline's lease (see [`with_lease_ttl`](Self::with_lease_ttl)):
+    /// while another run of the same pipeline holds it, this one fails at once with
+    /// [`Error::Leased`] and changes nothing.
     ///
     /// On error, nothing of this run is visible in the sink and the state has not moved
     /// (or, if the failure came after the sink's commit, the next run completes the commit).
@@ -197,21 +215,58 @@ impl<S: Source, K: Sink, T: StateStore> Pipeline<S, K, T> {
         let sync_id = uuid::Uuid::now_v7().to_string();
         let span = tracing::info_span!("sync", pipeline = %self.id, sync_id = %sync_id);
         async move {
+            let lease = Lease::acquire(&self.state, &self.id, &sync_id, self.lease_ttl).await?;
+            failpoint::hit("lease.acquired");
+            let lease = tokio::sync::Mutex::new(lease);
+            let counters = self.request_counters();
+            let before: Vec<RequestCounts> = counters.iter().map(|c| c.snapshot()).collect();
             let mut report = SyncReport::new(&sync_id, started.timestamp_millis());
             let mut committed = false;
-            let outcome = self
-                .sync(&sync_id, started, &mut report, &mut committed)
-                .await;
+            let outcome = {
+                let Self {
+                    id,
+                    source,
+                    sink,
+                    state,
+                    default_mode,
+                    modes,
+                    progress,
+                    ..
+                } = &mut *self;
+                let run = Run {
+                    id,
+                    source,
+                    sink,
+                    state,
+                    default_mode: *default_mode,
+                    modes,
+                    progress: progress.as_ref(),
+                    lease: &lease,
+                };
+                let sync = run.sync(&sync_id, started, &mut report, &mut committed);
+                let renew = keep_renewed(&lease, &*state);
+                tokio::pin!(sync);
+                tokio::pin!(renew);
+                tokio::select! {
+                    outcome = &mut sync => outcome,
+                    lost = &mut renew => Err(lost),
+                }
+            };
             report.finish_time = Utc::now().timestamp_millis();
             report.next_sync_at = self
                 .next_sync_in
                 .map(|d| (started + d).timestamp_millis());
-            match outcome {
+            let outcome = match outcome {
                 Ok(()) => {
                     report.status = SyncStatus::Succeeded;
-                    self.sink.write_report(&report).await?;
-                    tracing::info!(rows = report.rows, files = report.files, bytes = report.bytes, "sync succeeded");
-                    Ok(report)
+                    self.finish_report(&mut report, &counters, &before);
+                    match self.sink.write_report(&report).await {
+                        Ok(()) => {
+                            tracing::info!(rows = report.rows, files = report.files, bytes = report.bytes, retries = report.retries, "sync succeeded");
+                            Ok(report)
+                        }
+                        Err(e) => Err(e),
+                    }
                 }
                 Err(error) => {
                     if !committed && let Err(e) = self.sink.abort().await {
@@ -223,16 +278,89 @@ impl<S: Source, K: Sink, T: StateStore> Pipeline<S, K, T> {
                         SyncStatus::Failed
                     };
                     report.error = Some(error.to_string());
+                    self.finish_report(&mut report, &counters, &before);
                     if let Err(e) = self.sink.write_report(&report).await {
                         tracing::warn!(error = %e, "the failed sync's report could not be written");
                     }
                     tracing::error!(error = %error, "sync failed");
                     Err(error)
                 }
+            };
+            if let Err(e) = lease.into_inner().release(&self.state).await {
+                tracing::warn!(error = %e, "the lease could not be released; it expires by itself");
             }
+            outcome
         }
         .instrument(span)
         .await
+    }
+
+    /// The distinct request counters of the source's and the sink's connections.
+    fn request_counters(&self) -> Vec<Arc<RequestStats>> {
+        let mut all: Vec<Arc<RequestStats>> = Vec::new();
+        for c in [self.source.request_stats(), self.sink.request_stats()]
+            .into_iter()
+            .flatten()
+        {
+            if !all.iter().any(|a| Arc::ptr_eq(a, &c)) {
+                all.push(c);
+            }
+        }
+        all
+    }
+
+    fn finish_report(
+        &mut self,
+        report: &mut SyncReport,
+        counters: &[Arc<RequestStats>],
+        before: &[RequestCounts],
+    ) {
+        for (c, b) in counters.iter().zip(before) {
+            let delta = c.snapshot().since(b);
+            report.requests += delta.requests;
+            report.retries += delta.failed;
+        }
+        self.sink.annotate(report);
+    }
+}
+
+/// Renew `lease` until it is lost; returns why.
+async fn keep_renewed<T: StateStore + ?Sized>(
+    lease: &tokio::sync::Mutex<Lease>,
+    state: &T,
+) -> Error {
+    loop {
+        let every = lease.lock().await.renew_every();
+        tokio::time::sleep(every).await;
+        let mut held = lease.lock().await;
+        match held.renew(state).await {
+            Ok(()) => {}
+            Err(e @ Error::LeaseLost { .. }) => return e,
+            // The check before the commit refuses to commit on a lease that went stale.
+            Err(e) => tracing::warn!(error = %e, "could not renew the lease; trying again"),
+        }
+    }
+}
+
+/// One run's borrowed parts.
+struct Run<'a, S, K, T: ?Sized> {
+    id: &'a str,
+    source: &'a mut S,
+    sink: &'a mut K,
+    state: &'a T,
+    default_mode: SyncMode,
+    modes: &'a HashMap<String, SyncMode>,
+    progress: Option<&'a ProgressFn>,
+    lease: &'a tokio::sync::Mutex<Lease>,
+}
+
+impl<S: Source, K: Sink, T: StateStore + ?Sized> Run<'_, S, K, T> {
+    fn mode_of(&self, stream: &StreamId) -> SyncMode {
+        self.modes
+            .get(&stream.to_string())
+            .or_else(|| self.modes.get(stream.name()))
+            .copied()
+            .unwrap_or(self.default_mode)
     }
 
     async fn load_state(&self) -> Result<(StoredState, Option<StateVersion>)> {
@@ -240,7 +368,7 @@ impl<S: Source, K: Sink, T: StateStore> Pipeline<S, K, T> {
             None => Ok((StoredState::default(), None)),
             Some(v) => {
                 let stored = serde_json::from_slice(&v.value).map_err(|e| Error::State {
-                    key: self.id.clone(),
+                    key: self.id.to_owned(),
                     reason: e.to_string(),
                 })?;
                 Ok((stored, Some(v.version)))
@@ -256,7 +384,7 @@ impl<S: Source, K: Sink, T: StateStore> Pipeline<S, K, T> {
         let mut stored = stored.clone();
         stored.version = 1;
         let bytes = serde_json::to_vec(&stored).map_err(|e| Error::State {
-            key: self.id.clone(),
+            key: self.id.to_owned(),
             reason: e.to_string(),
         })?;
         self.state
@@ -265,7 +393,7 @@ impl<S: Source, K: Sink, T: StateStore> Pipeline<S, K, T> {
     }
 
     async fn sync(
-        &mut self,
+        self,
         sync_id: &str,
         started: DateTime<Utc>,
         report: &mut SyncReport,
@@ -292,7 +420,7 @@ impl<S: Source, K: Sink, T: StateStore> Pipeline<S, K, T> {
             version = Some(self.save_state(&stored, version).await?);
         }
 
-        let mut ctx = SyncContext::new(&self.id).with_started_at(started);
+        let mut ctx = SyncContext::new(self.id).with_started_at(started);
         ctx.sync_id = sync_id.to_owned();
         let mut request =
             ReadRequest::from_state(stored.committed.as_ref().and_then(|c| c.source.clone()));
@@ -315,7 +443,7 @@ impl<S: Source, K: Sink, T: StateStore> Pipeline<S, K, T> {
                     progress.rows += batch.num_rows() as u64;
                     progress.stream = Some(batch.stream.clone());
                     self.sink.write(batch).await?;
-                    if let Some(f) = &self.progress {
+                    if let Some(f) = self.progress {
                         f(&progress);
                     }
                 }
@@ -324,7 +452,7 @@ impl<S: Source, K: Sink, T: StateStore> Pipeline<S, K, T> {
                     Notice::ObjectRead { bytes, .. } => {
                         progress.objects += 1;
                         progress.bytes += bytes;
-                        if let Some(f) = &self.progress {
+                        if let Some(f) = self.progress {
                             f(&progress);
                         }
                     }
@@ -342,6 +470,8 @@ impl<S: Source, K: Sink, T: StateStore> Pipeline<S, K, T> {
         drop(messages);
 
         let seq = stored.committed.as_ref().map_or(1, |c| c.seq + 1);
+        // Before anything becomes visible: make sure this run still holds the lease.
+        self.lease.lock().await.confirm(self.state).await?;
         let checkpoint = Checkpoint {
             seq,
             sync_id: sync_id.to_owned(),
@@ -350,13 +480,16 @@ impl<S: Source, K: Sink, T: StateStore> Pipeline<S, K, T> {
         };
         stored.pending = Some(checkpoint.clone());
         let version = self.save_state(&stored, version).await?;
+        failpoint::hit("pipeline.before_commit");
 
         let receipt = self.sink.commit(&CommitRequest::checkpoint(seq)).await?;
         *committed = true;
+        failpoint::hit("pipeline.after_commit");
 
         stored.committed = Some(checkpoint);
         stored.pending = None;
         self.save_state(&stored, Some(version)).await?;
+        failpoint::hit("pipeline.after_state_save");
 
         report.rows = receipt.rows();
         report.bytes = receipt.bytes();

@@ -14,9 +14,11 @@
 //! [`Sink::committed_checkpoint`] and neither lose nor repeat data.
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use s3conn_auth::http::RequestStats;
 use s3conn_layout::report::StreamReport;
 use s3conn_layout::{FileRecord, SyncReport};
 
@@ -143,6 +145,18 @@ pub trait Sink: Send + fmt::Debug {
         let _ = report;
         Ok(())
     }
+
+    /// Add what the sink knows to the run's report before it is written (what it finished
+    /// or undid of earlier attempts, for the S3 sink).
+    fn annotate(&mut self, report: &mut SyncReport) {
+        let _ = report;
+    }
+
+    /// The request counters of the sink's connection, if it has one: the pipeline reports
+    /// the requests and retries of each run.
+    fn request_stats(&self) -> Option<Arc<RequestStats>> {
+        None
+    }
 }
 
 #[async_trait]
@@ -169,6 +183,14 @@ impl<T: Sink + ?Sized> Sink for Box<T> {
 
     async fn write_report(&mut self, report: &SyncReport) -> Result<()> {
         (**self).write_report(report).await
+    }
+
+    fn annotate(&mut self, report: &mut SyncReport) {
+        (**self).annotate(report);
+    }
+
+    fn request_stats(&self) -> Option<Arc<RequestStats>> {
+        (**self).request_stats()
     }
 }
 

@@ -16,6 +16,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
+use s3conn_auth::http::RequestStats;
+
 use crate::error::Result;
 use crate::record::{Batch, StreamId, SyncMode};
 
@@ -138,6 +140,12 @@ pub trait Source: Send + Sync + fmt::Debug {
     /// The stream ends with a [`SourceMessage::Checkpoint`] covering everything read. A
     /// source with nothing new yields no batches (and may still yield a checkpoint).
     async fn read(&self, request: ReadRequest) -> Result<SourceStream>;
+
+    /// The request counters of the source's connection, if it has one: the pipeline reports
+    /// the requests and retries of each run.
+    fn request_stats(&self) -> Option<Arc<RequestStats>> {
+        None
+    }
 }
 
 /// `Arc<S>` and `Box<S>` are sources too.
@@ -151,6 +159,10 @@ macro_rules! forward_source {
 
             async fn read(&self, request: ReadRequest) -> Result<SourceStream> {
                 (**self).read(request).await
+            }
+
+            fn request_stats(&self) -> Option<Arc<RequestStats>> {
+                (**self).request_stats()
             }
         }
     )*};

@@ -86,10 +86,10 @@ macro_rules! forward_state_store {
 
 forward_state_store!(Arc, Box);
 
-/// State keys name objects and folders: letters, digits, `.`, `_` and `-`, at most 200.
+/// State keys name objects and folders: letters, digits, `.`, `_` and `-`, at most 255.
 pub fn validate_key(key: &str) -> Result<()> {
     let ok = !key.is_empty()
-        && key.len() <= 200
+        && key.len() <= 255
         && key != "."
         && key != ".."
         && key
@@ -100,7 +100,7 @@ pub fn validate_key(key: &str) -> Result<()> {
     } else {
         Err(Error::Config {
             reason: format!(
-                "state key `{key}`: use 1 to 200 letters, digits, `.`, `_` or `-` (it names a folder)"
+                "state key `{key}`: use 1 to 255 letters, digits, `.`, `_` or `-` (it names a folder)"
             ),
         })
     }
@@ -324,7 +324,7 @@ mod tests {
         for good in ["p", "pipeline-1", "a.b_c"] {
             validate_key(good).unwrap();
         }
-        for bad in ["", "a/b", "..", "sp ace", &"x".repeat(201)] {
+        for bad in ["", "a/b", "..", "sp ace", &"x".repeat(256)] {
             assert!(validate_key(bad).is_err(), "{bad}");
         }
     }

@@ -67,6 +67,41 @@ pub struct SyncReport {
     /// Per-stream counts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub streams: Vec<StreamReport>,
+    /// Requests the run sent to the stores of its source and sink, retries included.
+    #[serde(default)]
+    pub requests: u64,
+    /// Requests that failed in a way the client retries (a 5xx or SlowDown answer, a reset
+    /// connection, a timeout): each was sent again, or ended the run when retries ran out.
+    #[serde(default)]
+    pub retries: u64,
+    /// What the run finished or undid of earlier attempts of its pipeline before it began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryReport>,
+}
+
+/// What a run finished or undid of the earlier attempts of its pipeline (a sync killed or
+/// failed part-way).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryReport {
+    /// Earlier attempts finished.
+    pub attempts: u64,
+    /// Files deleted: what those attempts wrote and did not commit, and generations a full
+    /// refresh they committed replaced.
+    pub deleted: u64,
+    /// Multipart uploads aborted.
+    pub aborted_uploads: u64,
+    /// Files left in place because nothing proved they could go, with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left: Vec<LeftFile>,
+}
+
+/// A file the clean-up left in place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeftFile {
+    /// The object key.
+    pub key: String,
+    /// Why it was left.
+    pub reason: String,
 }
 
 /// What one stream moved in a run.
@@ -102,6 +137,9 @@ impl SyncReport {
             sync_id: sync_id.into(),
             dump_id: None,
             streams: Vec::new(),
+            requests: 0,
+            retries: 0,
+            recovery: None,
         }
     }
 

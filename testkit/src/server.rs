@@ -99,6 +99,8 @@ impl S3Server {
                 let Ok((socket, _)) = listener.accept().await else {
                     continue;
                 };
+                // Without it small answers wait for the peer's delayed ACK (~40 ms each).
+                let _ = socket.set_nodelay(true);
                 let conn = http
                     .serve_connection(TokioIo::new(socket), service.clone())
                     .into_owned();

@@ -66,6 +66,9 @@ pub(crate) struct PipelineSection {
     pub(crate) modes: BTreeMap<String, SyncMode>,
     #[serde(default)]
     pub(crate) next_sync_in_minutes: Option<i64>,
+    /// How long the pipeline's lease lasts unless renewed (default 60).
+    #[serde(default)]
+    pub(crate) lease_ttl_secs: Option<u64>,
 }
 
 /// `[source]`
@@ -161,6 +164,8 @@ pub(crate) enum SinkSection {
         characters: Option<String>,
         #[serde(default)]
         target_file_size_mb: Option<u64>,
+        #[serde(default)]
+        part_size_mb: Option<u64>,
         #[serde(default)]
         max_open_files: Option<usize>,
         #[serde(default)]
@@ -280,6 +285,7 @@ pub(crate) fn build_sink(section: SinkSection) -> Result<S3Sink, s3conn_core::Er
         variables,
         characters,
         target_file_size_mb,
+        part_size_mb,
         max_open_files,
         property_definitions,
     } = section;
@@ -325,6 +331,10 @@ pub(crate) fn build_sink(section: SinkSection) -> Result<S3Sink, s3conn_core::Er
     }
     if let Some(mb) = target_file_size_mb {
         builder = builder.with_target_file_size(mb.saturating_mul(1 << 20));
+    }
+    if let Some(mb) = part_size_mb {
+        builder = builder
+            .with_part_size(usize::try_from(mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX));
     }
     if let Some(uri) = property_definitions {
         builder = builder.with_property_definitions(uri);
@@ -400,6 +410,9 @@ pub(crate) async fn run(path: &Path) -> Result<SyncReport, Failure> {
     }
     if let Some(minutes) = config.pipeline.next_sync_in_minutes {
         pipeline = pipeline.with_next_sync_in(chrono::Duration::minutes(minutes));
+    }
+    if let Some(secs) = config.pipeline.lease_ttl_secs {
+        pipeline = pipeline.with_lease_ttl(std::time::Duration::from_secs(secs));
     }
     let bar = progress::bar("sync");
     let shown = bar.clone();

@@ -2,7 +2,10 @@
 //! and [`Sink`](crate::Sink), over any object store a [`Connection`](s3conn_auth::Connection)
 //! gives (S3, S3-compatible stores, local folders, memory).
 
+mod deletion;
+mod journal;
 mod partition;
+mod recovery;
 mod sink;
 mod source;
 

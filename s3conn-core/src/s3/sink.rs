@@ -2,24 +2,24 @@
 //! that is the commit.
 //!
 //! ```text
-//!  begin ─▶ clean the orphans of this pipeline's earlier attempts
-//!    │
-//!  write* ─▶ per stream, an open file: encode ─▶ stream to S3 (one PUT, or a multipart
-//!    │       upload once it passes the part size); roll at the target file size.
-//!    │       Every key is recorded in the attempt's intent log before a byte is sent.
-//!    │
-//!  commit ─▶ close the files ─▶ delete this attempt's orphans ─▶ claim the next dump_id
-//!    │       with a conditional put of manifests/<dump_id>.json (the commit point)
-//!    │       ─▶ drop the intent log ─▶ full refresh: delete the previous generation
-//!    │
+//!  begin ─▶ finish or undo the earlier attempts of this pipeline (their journals)
+//!    │      ─▶ journal: begin
+//!  write* ─▶ per stream and partition, an open file: encode ─▶ stream to the store
+//!    │       (one conditional PUT, or a multipart upload once it passes the part size)
+//!    │       ─▶ roll at the target file size. Before a step creates an object the
+//!    │       journal says so (key, exact size and CRC-64, upload id); after, it records
+//!    │       the ETag it got.
+//!  commit ─▶ close the files ─▶ journal: commit <dump_id> ─▶ claim manifests/<dump_id>.json
+//!    │       with a conditional put (the commit point) ─▶ full refresh: retire the
+//!    │       generations it replaced ─▶ delete the journal
 //!  write_report ─▶ sync_reports/<start>_<sync>.json
 //! ```
 //!
-//! Keys come from a [`Template`]; a key that already exists is never overwritten (single-PUT
-//! files use `PutMode::Create`; a multipart file's key is checked before its upload starts)
-//! and the part number moves on instead. An attempt that dies leaves files that no manifest
-//! lists, recorded in its intent log under `_s3conn/attempts/<pipeline>/`; the next `begin`
-//! of the same pipeline deletes them, keeping those a manifest committed.
+//! Nothing is ever overwritten: a single-PUT file is created with `PutMode::Create` and
+//! moves to the next part number when its key is taken; a multipart upload completes only
+//! if its key is still free ([`Connection::start_upload`]). The clean-up of an attempt that
+//! died deletes only what its journal proves it created, and every deletion of a data file
+//! goes through one guard that refuses files a committed manifest lists (`deletion`).
 //!
 //! Readers that follow manifests see every committed row exactly once; readers that list
 //! the prefix can see an attempt's files between its crash and the next run.
@@ -34,32 +34,35 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{
     Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions,
     PutPayload, WriteMultipart,
 };
 use s3conn_auth::Connection;
+use s3conn_auth::http::RequestStats;
 use s3conn_formats::{EncodeOptions, Encoder, FormatPlugin, file_extension};
-use s3conn_layout::manifest::{
-    COMMIT_RECORD_VERSION, CommitRecord, MANIFEST_DIR, manifest_file_name, parse_manifest_file_name,
-};
+use s3conn_layout::manifest::{COMMIT_RECORD_VERSION, CommitRecord};
 use s3conn_layout::report::{REPORT_DIR, StreamReport};
+use s3conn_layout::template::Variable;
 use s3conn_layout::{FileRecord, Manifest, RenderContext, SyncReport, TableDelivery, Template};
-use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
+use crate::failpoint;
 use crate::record::{Batch, StreamId, SyncMode};
+use crate::s3::deletion::Committed;
+use crate::s3::journal::{Entry, Journal, Recorded};
 use crate::s3::partition::{PartitionKey, Partitioner, time_range};
+use crate::s3::recovery::{self, Cleanup, holds_crc, list_manifests, manifest_path, read_manifest};
 use crate::sink::{CommitReceipt, CommitRequest, Sink, SyncContext};
 
 /// The smallest multipart part S3 accepts (except the last).
 const MIN_PART_SIZE: usize = 5 << 20;
 /// How many times a taken key or dump id is skipped before giving up.
 const MAX_KEY_ATTEMPTS: u64 = 1000;
-/// The folder of s3conn's own bookkeeping under the sink's root.
-const INTERNAL_DIR: &str = "_s3conn";
+/// How many times a write whose outcome is unknown (a transport error) is sent again.
+const MAX_SENDS: u32 = 4;
 
 /// Builds an [`S3Sink`].
 #[derive(Debug, Clone)]
@@ -166,9 +169,14 @@ impl S3SinkBuilder {
         let extension = file_extension(format.as_ref(), &self.encode);
         let partitioner = Partitioner::new(&self.template);
         let time_column = self.template.time_column().map(str::to_owned);
+        let unique_keys = self
+            .template
+            .variables()
+            .any(|v| matches!(v, Variable::Uuid | Variable::SyncId));
         Ok(S3Sink {
             cfg: Arc::new(Config {
                 partitioner,
+                unique_keys,
                 time_column,
                 max_open_files: self.max_open_files,
                 connection: self.connection,
@@ -186,6 +194,7 @@ impl S3SinkBuilder {
             }),
             sync: None,
             last_dump_id: None,
+            recovery: None,
         })
     }
 }
@@ -193,6 +202,9 @@ impl S3SinkBuilder {
 #[derive(Debug)]
 struct Config {
     partitioner: Partitioner,
+    /// Whether every key carries the sync id or a fresh UUID: no other attempt can have
+    /// created it.
+    unique_keys: bool,
     /// The column of record times, for each file's time range.
     time_column: Option<String>,
     max_open_files: usize,
@@ -239,6 +251,7 @@ async fn put_object(
     mode: PutMode,
     content_type: &str,
 ) -> object_store::Result<object_store::PutResult> {
+    let mut sends = 1;
     loop {
         let attributes = cfg.attributes(content_type);
         let options = PutOptions {
@@ -248,9 +261,68 @@ async fn put_object(
         };
         match store(cfg).put_opts(path, payload.clone(), options).await {
             Err(e) if cfg.refused_attributes(&e, &attributes) => continue,
+            // The client does not send a conditional PUT again after a reset or a timeout
+            // (it may have landed): send it again here; a `Create` that landed the first
+            // time then answers `AlreadyExists`, which the caller resolves.
+            Err(e) if is_transient(&e) && sends < MAX_SENDS => {
+                tracing::info!(path = %path, error = %e, sends, "a put failed on the way; sending it again");
+                tokio::time::sleep(std::time::Duration::from_millis(100 << sends)).await;
+                sends += 1;
+            }
             other => return other,
         }
     }
+}
+
+/// A failure on the way (a reset, a timeout, a server error the client gave up on), after
+/// which the same request may succeed.
+fn is_transient(e: &object_store::Error) -> bool {
+    matches!(
+        e,
+        object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
+    )
+}
+
+fn store(cfg: &Config) -> &Arc<dyn ObjectStore> {
+    cfg.connection.store()
+}
+
+fn too_many_attempts(cfg: &Config) -> Error {
+    Error::Config {
+        reason: format!(
+            "the key template `{}` named {MAX_KEY_ATTEMPTS} keys in a row that are taken; give it a part number or a sync id",
+            cfg.template
+        ),
+    }
+}
+
+fn crc_text(crc: u64) -> String {
+    format!(
+        "crc64nvme:{}",
+        base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
+    )
+}
+
+/// The ETag of the object at `key` when it holds exactly `size` bytes with CRC `crc`.
+async fn holding(cfg: &Config, key: &Path, size: u64, crc: u64) -> Result<Option<Option<String>>> {
+    let meta = match store(cfg).head(key).await {
+        Ok(meta) => meta,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(Error::store("head", cfg.connection.uri(key), e)),
+    };
+    if meta.size != size {
+        return Ok(None);
+    }
+    Ok(holds_crc(&cfg.connection, key, size, crc)
+        .await?
+        .then_some(meta.e_tag))
+}
+
+async fn put_json(cfg: &Config, path: &Path, json: Vec<u8>, mode: PutMode) -> Result<()> {
+    put_object(cfg, path, PutPayload::from(json), mode, "application/json")
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::store("put", cfg.connection.uri(path), e))
 }
 
 /// Writes records into a bucket; see the module documentation.
@@ -275,6 +347,8 @@ pub struct S3Sink {
     cfg: Arc<Config>,
     sync: Option<InProgress>,
     last_dump_id: Option<u64>,
+    /// What `begin` finished or undid of earlier attempts, for the report.
+    recovery: Option<Cleanup>,
 }
 
 impl fmt::Debug for S3Sink {
@@ -286,17 +360,6 @@ impl fmt::Debug for S3Sink {
             .field("in_sync", &self.sync.is_some())
             .finish()
     }
-}
-
-/// The intent log of one attempt: every key it may have written.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Intent {
-    version: u32,
-    sync_id: String,
-    keys: Vec<String>,
-    /// The dump id the attempt was committing, set before each try.
-    #[serde(default)]
-    committing_dump_id: Option<u64>,
 }
 
 enum Upload {
@@ -318,6 +381,8 @@ struct OpenFile {
     /// The schema of the file's columns (the records' schema, shaped).
     file_schema: SchemaRef,
     checksum: crc_fast::Digest,
+    /// Bytes handed to the upload so far.
+    sent: u64,
     time_range: Option<(i64, i64)>,
     /// When it was last written, in writes since `begin` (to close the least recent).
     last_write: u64,
@@ -340,9 +405,10 @@ struct InProgress {
     open: Vec<OpenFile>,
     closed: Vec<ClosedFile>,
     next_part: HashMap<(StreamId, PartitionKey), u64>,
+    /// Keys this attempt named for a file (each names one file).
+    used: HashSet<String>,
     writes: u64,
-    intent: Intent,
-    intent_path: Path,
+    journal: Journal,
 }
 
 impl S3Sink {
@@ -364,179 +430,18 @@ impl S3Sink {
 
     /// The manifests under the root, by dump id, ascending.
     pub async fn manifests(&self) -> Result<Vec<(u64, Path)>> {
-        list_manifests(&self.cfg).await
+        list_manifests(&self.cfg.connection).await
     }
 
     /// Read one manifest.
     pub async fn read_manifest(&self, dump_id: u64) -> Result<Option<Manifest>> {
-        read_manifest(&self.cfg, dump_id).await
+        read_manifest(&self.cfg.connection, dump_id).await
     }
-}
 
-fn too_many_attempts(cfg: &Config) -> Error {
-    Error::Config {
-        reason: format!(
-            "the key template `{}` named {MAX_KEY_ATTEMPTS} keys in a row that are taken; give it a part number or a sync id",
-            cfg.template
-        ),
+    /// The connection the sink writes through.
+    pub fn connection(&self) -> &Connection {
+        &self.cfg.connection
     }
-}
-
-/// Whether the object at `key` holds exactly `payload` (size and CRC-64/NVME): our own
-/// write, landed by a retry whose first answer was lost. Returns its ETag.
-async fn holds(
-    cfg: &Config,
-    key: &Path,
-    payload: &PutPayload,
-    checksum: u64,
-) -> Result<Option<Option<String>>> {
-    let existing = match store(cfg).get(key).await {
-        Ok(r) => r,
-        Err(object_store::Error::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(Error::store("get", cfg.connection.uri(key), e)),
-    };
-    let e_tag = existing.meta.e_tag.clone();
-    if existing.meta.size != payload.content_length() as u64 {
-        return Ok(None);
-    }
-    let bytes = existing
-        .bytes()
-        .await
-        .map_err(|e| Error::store("get", cfg.connection.uri(key), e))?;
-    let same = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, &bytes) == checksum;
-    Ok(same.then_some(e_tag))
-}
-
-/// A key this sink rendered itself, as a path (exactly, without re-encoding).
-fn own_key(key: &str) -> Result<Path> {
-    Path::parse(key).map_err(|e| Error::Protocol(format!("the key `{key}` is invalid: {e}")))
-}
-
-fn store(cfg: &Config) -> &Arc<dyn ObjectStore> {
-    cfg.connection.store()
-}
-
-fn manifest_path(cfg: &Config, dump_id: u64) -> Result<Path> {
-    Ok(cfg
-        .connection
-        .key(&format!("{MANIFEST_DIR}/{}", manifest_file_name(dump_id)))?)
-}
-
-fn attempts_dir(cfg: &Config, pipeline_id: &str) -> Result<Path> {
-    Ok(cfg
-        .connection
-        .key(&format!("{INTERNAL_DIR}/attempts/{pipeline_id}"))?)
-}
-
-async fn list_manifests(cfg: &Config) -> Result<Vec<(u64, Path)>> {
-    let dir = cfg.connection.key(MANIFEST_DIR)?;
-    let depth = dir.parts().count() + 1;
-    let metas: Vec<_> = store(cfg)
-        .list(Some(&dir))
-        .try_collect()
-        .await
-        .map_err(|e| Error::store("list", cfg.connection.uri(&dir), e))?;
-    let mut found: Vec<(u64, Path)> = metas
-        .into_iter()
-        .filter(|m| m.location.parts().count() == depth)
-        .filter_map(|m| {
-            let id = parse_manifest_file_name(m.location.filename()?)?;
-            Some((id, m.location))
-        })
-        .collect();
-    found.sort_by_key(|(id, _)| *id);
-    Ok(found)
-}
-
-async fn get_bytes(cfg: &Config, path: &Path) -> Result<Option<Bytes>> {
-    match store(cfg).get(path).await {
-        Ok(r) => {
-            Ok(Some(r.bytes().await.map_err(|e| {
-                Error::store("get", cfg.connection.uri(path), e)
-            })?))
-        }
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(Error::store("get", cfg.connection.uri(path), e)),
-    }
-}
-
-async fn read_manifest(cfg: &Config, dump_id: u64) -> Result<Option<Manifest>> {
-    let path = manifest_path(cfg, dump_id)?;
-    match get_bytes(cfg, &path).await? {
-        None => Ok(None),
-        Some(bytes) => Manifest::from_json(&bytes)
-            .map(Some)
-            .map_err(|e| Error::State {
-                key: cfg.connection.uri(&path),
-                reason: e.to_string(),
-            }),
-    }
-}
-
-async fn delete_if_exists(cfg: &Config, path: &Path) -> Result<()> {
-    match store(cfg).delete(path).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(e) => Err(Error::store("delete", cfg.connection.uri(path), e)),
-    }
-}
-
-async fn put_json(cfg: &Config, path: &Path, json: Vec<u8>, mode: PutMode) -> Result<()> {
-    put_object(cfg, path, PutPayload::from(json), mode, "application/json")
-        .await
-        .map(|_| ())
-        .map_err(|e| Error::store("put", cfg.connection.uri(path), e))
-}
-
-async fn save_intent(cfg: &Config, path: &Path, intent: &Intent) -> Result<()> {
-    let json = serde_json::to_vec(intent).map_err(|e| Error::State {
-        key: cfg.connection.uri(path),
-        reason: e.to_string(),
-    })?;
-    put_json(cfg, path, json, PutMode::Overwrite).await
-}
-
-/// Delete what earlier attempts of `pipeline_id` left behind.
-async fn clean_orphans(cfg: &Config, pipeline_id: &str) -> Result<()> {
-    let dir = attempts_dir(cfg, pipeline_id)?;
-    let logs: Vec<_> = store(cfg)
-        .list(Some(&dir))
-        .try_collect()
-        .await
-        .map_err(|e| Error::store("list", cfg.connection.uri(&dir), e))?;
-    for log in logs {
-        let Some(bytes) = get_bytes(cfg, &log.location).await? else {
-            continue;
-        };
-        let intent: Intent = match serde_json::from_slice(&bytes) {
-            Ok(i) => i,
-            Err(e) => {
-                tracing::warn!(log = %log.location, error = %e, "an unreadable intent log is left in place");
-                continue;
-            }
-        };
-        let mut keep: HashSet<String> = HashSet::new();
-        if let Some(dump_id) = intent.committing_dump_id
-            && let Some(manifest) = read_manifest(cfg, dump_id).await?
-            && let Some(record) = manifest.s3conn
-            && record.sync_id == intent.sync_id
-        {
-            keep.extend(record.files.into_iter().map(|f| f.key));
-        }
-        let mut deleted = 0;
-        for key in intent.keys.iter().filter(|k| !keep.contains(*k)) {
-            match Path::parse(key) {
-                Ok(path) => delete_if_exists(cfg, &path).await?,
-                Err(e) => {
-                    tracing::warn!(%key, error = %e, "an intent log names an invalid key; it is left alone");
-                    continue;
-                }
-            }
-            deleted += 1;
-        }
-        delete_if_exists(cfg, &log.location).await?;
-        tracing::info!(sync_id = %intent.sync_id, deleted, kept = keep.len(), "cleaned up after an earlier attempt");
-    }
-    Ok(())
 }
 
 impl InProgress {
@@ -564,9 +469,8 @@ impl InProgress {
         Ok(cfg.connection.key(&key)?)
     }
 
-    /// Take the next part number of a stream's partition and record the key in the intent
-    /// log.
-    async fn claim_key(
+    /// The next key of a stream's partition that this attempt has not named yet.
+    fn next_key(
         &mut self,
         cfg: &Config,
         stream: &StreamId,
@@ -583,25 +487,17 @@ impl InProgress {
             let key = self.render(cfg, stream, partition, opened_at, number)?;
             // Two partitions can render one key (streams of two namespaces and a template
             // without the namespace, an hour that repeats when the clock goes back): a key
-            // belongs to one file of the sync.
-            if self.intent.keys.iter().any(|k| k == key.as_ref()) {
-                continue;
+            // names one file of the sync.
+            if self.used.insert(key.to_string()) {
+                return Ok(key);
             }
-            self.intent.keys.push(key.to_string());
-            save_intent(cfg, &self.intent_path, &self.intent).await?;
-            return Ok(key);
         }
         Err(too_many_attempts(cfg))
     }
 
-    /// A key found taken is someone else's: it leaves the intent log, so that nothing of
-    /// this sync ever deletes it.
-    async fn release_key(&mut self, cfg: &Config, key: &Path) -> Result<()> {
-        self.intent.keys.retain(|k| k != key.as_ref());
-        save_intent(cfg, &self.intent_path, &self.intent).await
-    }
-
-    /// `key`, or the next free key after it: an object that exists is never overwritten.
+    /// `key`, or the next key after it that no object holds (for a multipart upload, which
+    /// cannot move to another key once its parts are sent). Keys that carry the sync id or
+    /// a fresh UUID are free by construction.
     async fn free_key(
         &mut self,
         cfg: &Config,
@@ -610,13 +506,15 @@ impl InProgress {
         opened_at: DateTime<Utc>,
         mut key: Path,
     ) -> Result<Path> {
+        if cfg.unique_keys {
+            return Ok(key);
+        }
         for _ in 0..MAX_KEY_ATTEMPTS {
             match store(cfg).head(&key).await {
                 Err(object_store::Error::NotFound { .. }) => return Ok(key),
                 Ok(_) => {
                     tracing::info!(key = %key, "key taken; moving to the next part number");
-                    self.release_key(cfg, &key).await?;
-                    key = self.claim_key(cfg, stream, partition, opened_at).await?;
+                    key = self.next_key(cfg, stream, partition, opened_at)?;
                 }
                 Err(e) => return Err(Error::store("head", cfg.connection.uri(&key), e)),
             }
@@ -642,7 +540,7 @@ impl InProgress {
             self.close_file(cfg, index).await?;
         }
         let opened_at = Utc::now();
-        let key = self.claim_key(cfg, stream, &partition, opened_at).await?;
+        let key = self.next_key(cfg, stream, &partition, opened_at)?;
         let encoder =
             s3conn_formats::shape::encoder(cfg.format.as_ref(), schema.clone(), &cfg.encode)
                 .map_err(|source| Error::Write {
@@ -667,6 +565,7 @@ impl InProgress {
             ),
             schema,
             checksum: crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme),
+            sent: 0,
             time_range: None,
             last_write: 0,
         });
@@ -740,6 +639,7 @@ impl InProgress {
             return Ok(());
         }
         file.checksum.update(&bytes);
+        file.sent += bytes.len() as u64;
         match &mut file.upload {
             Upload::Multipart(upload) => {
                 upload.put(bytes);
@@ -747,6 +647,7 @@ impl InProgress {
                     .wait_for_capacity(cfg.max_concurrent_uploads)
                     .await
                     .map_err(|e| Error::store("upload", cfg.connection.uri(&file.key), e))?;
+                failpoint::hit("sink.upload.after_part");
             }
             Upload::Buffered { chunks, len } => {
                 *len += bytes.len();
@@ -760,35 +661,53 @@ impl InProgress {
     }
 
     async fn start_multipart(&mut self, cfg: &Config, index: usize) -> Result<()> {
-        let Some((stream, partition, opened_at)) = self
-            .open
-            .get(index)
-            .map(|f| (f.stream.clone(), f.partition.clone(), f.opened_at))
-        else {
+        let Some((stream, partition, opened_at, current)) = self.open.get(index).map(|f| {
+            (
+                f.stream.clone(),
+                f.partition.clone(),
+                f.opened_at,
+                f.key.clone(),
+            )
+        }) else {
             return Ok(());
         };
-        // A multipart upload cannot be conditional: make sure the key is free first.
-        let current = self
-            .open
-            .get(index)
-            .map(|f| f.key.clone())
-            .unwrap_or_default();
+        // Once parts are sent the upload cannot move to another key: take a free one now.
         let key = self
             .free_key(cfg, &stream, &partition, opened_at, current)
             .await?;
-        let upload = loop {
+        self.journal
+            .write(
+                &cfg.connection,
+                Entry::UploadStart {
+                    key: key.to_string(),
+                },
+            )
+            .await?;
+        let started = loop {
             let attributes = cfg.attributes(&cfg.content_type);
             let options = PutMultipartOptions {
                 attributes: attributes.clone(),
                 ..PutMultipartOptions::default()
             };
-            match store(cfg).put_multipart_opts(&key, options).await {
-                Ok(upload) => break upload,
+            match cfg.connection.start_upload(&key, options).await {
+                Ok(started) => break started,
                 Err(e) if cfg.refused_attributes(&e, &attributes) => continue,
                 Err(e) => return Err(Error::store("upload", cfg.connection.uri(&key), e)),
             }
         };
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, cfg.part_size);
+        if let Some(id) = &started.id {
+            self.journal
+                .write(
+                    &cfg.connection,
+                    Entry::Upload {
+                        key: key.to_string(),
+                        id: id.clone(),
+                    },
+                )
+                .await?;
+        }
+        failpoint::hit("sink.upload.after_start");
+        let mut writer = WriteMultipart::new_with_chunk_size(started.upload, cfg.part_size);
         let Some(file) = self.open.get_mut(index) else {
             return Ok(());
         };
@@ -826,11 +745,15 @@ impl InProgress {
         })?;
         let size = file.encoder.bytes_written();
         file.checksum.update(&tail);
-        let checksum = format!(
-            "crc64nvme:{}",
-            base64::engine::general_purpose::STANDARD
-                .encode(file.checksum.finalize().to_be_bytes())
-        );
+        file.sent += tail.len() as u64;
+        let crc = file.checksum.finalize();
+        if file.sent != size {
+            return Err(Error::Protocol(format!(
+                "the encoder of {} reported {size} bytes but produced {}",
+                cfg.connection.uri(&file.key),
+                file.sent
+            )));
+        }
         let e_tag = match file.upload {
             Upload::Multipart(mut upload) => {
                 upload.put(tail);
@@ -841,53 +764,21 @@ impl InProgress {
                     }
                     return Err(Error::store("upload", cfg.connection.uri(&file.key), e));
                 }
-                upload
-                    .finish()
-                    .await
-                    .map_err(|e| Error::store("upload", cfg.connection.uri(&file.key), e))?
-                    .e_tag
+                self.complete(cfg, upload, &file.key, size, crc).await?
             }
             Upload::Buffered { mut chunks, .. } => {
                 chunks.push(tail);
                 let payload: PutPayload = chunks.into_iter().collect();
-                let crc = file.checksum.finalize();
-                let mut key = self
-                    .free_key(cfg, &file.stream, &file.partition, file.opened_at, file.key)
-                    .await?;
-                let mut attempt = 0;
-                let e_tag = loop {
-                    match put_object(
+                let (key, e_tag) = self
+                    .put_file(
                         cfg,
-                        &key,
-                        payload.clone(),
-                        PutMode::Create,
-                        &cfg.content_type,
+                        (&file.stream, &file.partition, file.opened_at),
+                        file.key.clone(),
+                        payload,
+                        size,
+                        crc,
                     )
-                    .await
-                    {
-                        Ok(result) => break result.e_tag,
-                        Err(object_store::Error::AlreadyExists { .. })
-                            if attempt < MAX_KEY_ATTEMPTS =>
-                        {
-                            attempt += 1;
-                            // The key was free a moment ago: a retry of this very PUT whose
-                            // first answer was lost landed it, or another writer took it.
-                            if let Some(e_tag) = holds(cfg, &key, &payload, crc).await? {
-                                break e_tag;
-                            }
-                            self.release_key(cfg, &key).await?;
-                            let next = self
-                                .claim_key(cfg, &file.stream, &file.partition, file.opened_at)
-                                .await?;
-                            key = self
-                                .free_key(cfg, &file.stream, &file.partition, file.opened_at, next)
-                                .await?;
-                        }
-                        Err(e) => {
-                            return Err(Error::store("put", cfg.connection.uri(&key), e));
-                        }
-                    }
-                };
+                    .await?;
                 file.key = key;
                 e_tag
             }
@@ -900,10 +791,125 @@ impl InProgress {
             rows: file.rows,
             e_tag,
             schema: file.file_schema,
-            checksum,
+            checksum: crc_text(crc),
             time_range: file.time_range,
         });
         Ok(())
+    }
+
+    /// Create a file of one PUT at its key, or the next free one.
+    async fn put_file(
+        &mut self,
+        cfg: &Config,
+        (stream, partition, opened_at): (&StreamId, &PartitionKey, DateTime<Utc>),
+        mut key: Path,
+        payload: PutPayload,
+        size: u64,
+        crc: u64,
+    ) -> Result<(Path, Option<String>)> {
+        for _ in 0..MAX_KEY_ATTEMPTS {
+            self.journal
+                .write(
+                    &cfg.connection,
+                    Entry::Put {
+                        key: key.to_string(),
+                        size,
+                        crc,
+                    },
+                )
+                .await?;
+            failpoint::hit("sink.file.before_put");
+            match put_object(
+                cfg,
+                &key,
+                payload.clone(),
+                PutMode::Create,
+                &cfg.content_type,
+            )
+            .await
+            {
+                Ok(result) => {
+                    self.journal.push(Entry::Created {
+                        key: key.to_string(),
+                        e_tag: result.e_tag.clone(),
+                        adopted: false,
+                    });
+                    failpoint::hit("sink.file.after_put");
+                    return Ok((key, result.e_tag));
+                }
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    // Taken, or this very PUT landed on a try whose answer was lost.
+                    if let Some(e_tag) = holding(cfg, &key, size, crc).await? {
+                        self.journal.push(Entry::Created {
+                            key: key.to_string(),
+                            e_tag: e_tag.clone(),
+                            adopted: !cfg.unique_keys,
+                        });
+                        failpoint::hit("sink.file.after_put");
+                        return Ok((key, e_tag));
+                    }
+                    if cfg.unique_keys {
+                        return Err(Error::Protocol(format!(
+                            "{} exists with other content, though its key carries this sync's id",
+                            cfg.connection.uri(&key)
+                        )));
+                    }
+                    tracing::info!(key = %key, "key taken; moving to the next part number");
+                    key = self.next_key(cfg, stream, partition, opened_at)?;
+                }
+                Err(e) => return Err(Error::store("put", cfg.connection.uri(&key), e)),
+            }
+        }
+        Err(too_many_attempts(cfg))
+    }
+
+    /// Complete a multipart upload whose parts are all sent.
+    async fn complete(
+        &mut self,
+        cfg: &Config,
+        upload: WriteMultipart,
+        key: &Path,
+        size: u64,
+        crc: u64,
+    ) -> Result<Option<String>> {
+        self.journal
+            .write(
+                &cfg.connection,
+                Entry::Complete {
+                    key: key.to_string(),
+                    size,
+                    crc,
+                },
+            )
+            .await?;
+        failpoint::hit("sink.upload.before_complete");
+        let e_tag = match upload.finish().await {
+            Ok(result) => result.e_tag,
+            // A completion sent again after its first answer was lost finds the upload
+            // gone (NotFound) or the key taken by itself (AlreadyExists).
+            Err(
+                e @ (object_store::Error::AlreadyExists { .. }
+                | object_store::Error::NotFound { .. }
+                | object_store::Error::Precondition { .. }),
+            ) => match holding(cfg, key, size, crc).await? {
+                Some(e_tag) => e_tag,
+                None => {
+                    return Err(Error::Store {
+                        operation: "complete the upload of",
+                        uri: cfg.connection.uri(key),
+                        source: e,
+                    });
+                }
+            },
+            Err(e) => return Err(Error::store("upload", cfg.connection.uri(key), e)),
+        };
+        self.journal.push(Entry::Created {
+            key: key.to_string(),
+            e_tag: e_tag.clone(),
+            adopted: false,
+        });
+        failpoint::hit("sink.upload.after_complete");
+        Ok(e_tag)
     }
 
     /// Keep the bytes held by encoders under the budget: flush the fullest, or close it.
@@ -940,23 +946,39 @@ impl Sink for S3Sink {
             ));
         }
         crate::state::validate_key(&ctx.pipeline_id)?;
-        clean_orphans(&self.cfg, &ctx.pipeline_id).await?;
-        self.last_dump_id = list_manifests(&self.cfg).await?.last().map(|(id, _)| *id);
-        let intent_path =
-            attempts_dir(&self.cfg, &ctx.pipeline_id)?.join(format!("{}.json", ctx.sync_id));
+        crate::state::validate_key(&ctx.sync_id)?;
+        let recovery = recovery::clean_attempts(&self.cfg.connection, &ctx.pipeline_id)
+            .instrument(tracing::info_span!("recover", pipeline = %ctx.pipeline_id))
+            .await?;
+        if recovery.attempts > 0 || !recovery.left.is_empty() {
+            tracing::info!(
+                attempts = recovery.attempts,
+                deleted = recovery.deleted,
+                aborted = recovery.aborted,
+                left = recovery.left.len(),
+                "finished the earlier attempts of this pipeline"
+            );
+        }
+        self.recovery = Some(recovery);
+        self.last_dump_id = list_manifests(&self.cfg.connection)
+            .await?
+            .last()
+            .map(|(id, _)| *id);
+        let dir = recovery::attempts_dir(&self.cfg.connection, &ctx.pipeline_id)?
+            .join(ctx.sync_id.as_str());
+        let mut journal = Journal::new(dir, &ctx.sync_id);
+        journal.push(Entry::Begin {
+            pipeline_id: ctx.pipeline_id.clone(),
+            unique_keys: self.cfg.unique_keys,
+        });
         self.sync = Some(InProgress {
             ctx: ctx.clone(),
             open: Vec::new(),
             closed: Vec::new(),
             next_part: HashMap::new(),
+            used: HashSet::new(),
             writes: 0,
-            intent: Intent {
-                version: 1,
-                sync_id: ctx.sync_id.clone(),
-                keys: Vec::new(),
-                committing_dump_id: None,
-            },
-            intent_path,
+            journal,
         });
         Ok(())
     }
@@ -992,19 +1014,6 @@ impl Sink for S3Sink {
         while !in_progress.open.is_empty() {
             in_progress.close_file(&cfg, 0).await?;
         }
-        let written: HashSet<String> = in_progress
-            .closed
-            .iter()
-            .map(|f| f.key.to_string())
-            .collect();
-        for key in in_progress
-            .intent
-            .keys
-            .iter()
-            .filter(|k| !written.contains(*k))
-        {
-            delete_if_exists(&cfg, &own_key(key)?).await?;
-        }
         // From here on a failure may hide a manifest that landed: the attempt is left to
         // the next begin's clean-up, which reads the manifest before deleting anything.
         let Some(mut sync) = self.sync.take() else {
@@ -1020,7 +1029,12 @@ impl Sink for S3Sink {
             .collect();
         let receipt_streams = stream_reports(&sync.closed);
         if sync.closed.is_empty() && full_refresh.is_empty() {
-            delete_if_exists(&cfg, &sync.intent_path).await?;
+            // Nothing was written: there is no journal to remove (the begin entry was never
+            // flushed), or only records of files that were never created.
+            if sync.journal.records > 0 {
+                self.sync = Some(sync);
+                self.abort().await?;
+            }
             return Ok(CommitReceipt {
                 dump_id: None,
                 files: Vec::new(),
@@ -1059,17 +1073,19 @@ impl Sink for S3Sink {
         let mut attempts = 0;
         loop {
             manifest.dump_id = dump_id;
-            sync.intent.committing_dump_id = Some(dump_id);
-            save_intent(&cfg, &sync.intent_path, &sync.intent).await?;
-            let path = manifest_path(&cfg, dump_id)?;
+            sync.journal
+                .write(&cfg.connection, Entry::Commit { dump_id })
+                .await?;
+            failpoint::hit("sink.commit.before_manifest");
+            let path = manifest_path(&cfg.connection, dump_id)?;
             match put_json(&cfg, &path, manifest.to_json()?, PutMode::Create).await {
                 Ok(()) => break,
                 Err(Error::Store {
                     source: object_store::Error::AlreadyExists { .. },
                     ..
                 }) if attempts < MAX_KEY_ATTEMPTS => {
-                    // Ours, if a retried put whose first answer was lost already landed.
-                    let existing = read_manifest(&cfg, dump_id).await?;
+                    // Ours, if a put sent again after its first answer was lost landed.
+                    let existing = read_manifest(&cfg.connection, dump_id).await?;
                     if existing
                         .and_then(|m| m.s3conn)
                         .is_some_and(|r| r.sync_id == sync.ctx.sync_id)
@@ -1083,21 +1099,15 @@ impl Sink for S3Sink {
             }
         }
         self.last_dump_id = Some(dump_id);
+        failpoint::hit("sink.commit.after_manifest");
         tracing::info!(dump_id, files = files.len(), "delivery committed");
-        if let Err(e) = delete_if_exists(&cfg, &sync.intent_path).await {
-            tracing::warn!(error = %e, "the intent log stays until the next sync; the delivery is committed");
-        }
 
-        for stream in &full_refresh {
-            let keep: HashSet<&str> = sync
-                .closed
-                .iter()
-                .filter(|f| &f.stream == stream)
-                .map(|f| f.key.as_ref())
-                .collect();
-            if let Err(e) = delete_previous_generations(&cfg, stream, dump_id, &keep).await {
-                tracing::warn!(%stream, error = %e, "the previous generation could not be deleted now; the next full refresh deletes it");
-            }
+        // The delivery is committed; what follows is tidying, which the next begin finishes
+        // from the journal if it fails here.
+        let (pipeline_id, sync_id) = (sync.ctx.pipeline_id.clone(), sync.ctx.sync_id.clone());
+        drop(sync);
+        if let Err(e) = finish(&cfg, &pipeline_id, &sync_id, dump_id, &manifest).await {
+            tracing::warn!(error = %e, "the delivery is committed; the next sync finishes retiring and tidying");
         }
 
         Ok(CommitReceipt {
@@ -1119,15 +1129,62 @@ impl Sink for S3Sink {
                 tracing::warn!(key = %file.key, error = %e, "could not abort a multipart upload");
             }
         }
-        for key in &sync.intent.keys {
-            delete_if_exists(&cfg, &own_key(key)?).await?;
+        // Nothing is created before the journal says so: without a record, nothing to undo.
+        if sync.journal.records == 0 {
+            return Ok(());
         }
-        delete_if_exists(&cfg, &sync.intent_path).await
+        // Undo from the journal as this attempt knows it (written or not); the stored
+        // records stamp the times the proofs compare with.
+        let dir = recovery::attempts_dir(&cfg.connection, &sync.ctx.pipeline_id)?;
+        let found = crate::s3::journal::list(&cfg.connection, &dir).await?;
+        let stamp = found
+            .attempts
+            .get(&sync.ctx.sync_id)
+            .and_then(|records| records.first().map(|(_, at)| *at))
+            .unwrap_or_else(Utc::now);
+        let entries: Vec<Recorded> = sync
+            .journal
+            .entries()
+            .iter()
+            .map(|entry| Recorded {
+                entry: entry.clone(),
+                at: stamp,
+            })
+            .collect();
+        let manifests = recovery::read_manifests(&cfg.connection).await?;
+        let mut committed = Committed::load(&cfg.connection, &manifests).await;
+        let outcome = recovery::clean_attempt(
+            &cfg.connection,
+            &sync.ctx.pipeline_id,
+            &sync.ctx.sync_id,
+            &entries,
+            &manifests,
+            &mut committed,
+        )
+        .await?;
+        if !outcome.left.is_empty() {
+            tracing::warn!(
+                left = outcome.left.len(),
+                "the aborted attempt left files in place"
+            );
+        }
+        if let Some(records) = found.attempts.get(&sync.ctx.sync_id) {
+            recovery::delete_journal(
+                &cfg.connection,
+                records.iter().map(|(p, _)| p.clone()).collect(),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn committed_checkpoint(&mut self, pipeline_id: &str) -> Result<Option<u64>> {
-        for (dump_id, _) in list_manifests(&self.cfg).await?.into_iter().rev() {
-            let Some(manifest) = read_manifest(&self.cfg, dump_id).await? else {
+        for (dump_id, _) in list_manifests(&self.cfg.connection)
+            .await?
+            .into_iter()
+            .rev()
+        {
+            let Some(manifest) = read_manifest(&self.cfg.connection, dump_id).await? else {
                 continue;
             };
             if let Some(record) = manifest.s3conn
@@ -1146,6 +1203,64 @@ impl Sink for S3Sink {
             .key(&format!("{REPORT_DIR}/{}", report.file_name()))?;
         put_json(&self.cfg, &path, report.to_json()?, PutMode::Overwrite).await
     }
+
+    fn annotate(&mut self, report: &mut SyncReport) {
+        if let Some(r) = self.recovery.take() {
+            report.recovery = Some(s3conn_layout::report::RecoveryReport {
+                attempts: r.attempts,
+                deleted: r.deleted,
+                aborted_uploads: r.aborted,
+                left: r
+                    .left
+                    .into_iter()
+                    .map(|(key, reason)| s3conn_layout::report::LeftFile { key, reason })
+                    .collect(),
+            });
+        }
+    }
+
+    fn request_stats(&self) -> Option<Arc<RequestStats>> {
+        Some(self.cfg.connection.request_stats_handle())
+    }
+}
+
+/// After the manifest: retire what a full refresh replaced, then delete the journal.
+async fn finish(
+    cfg: &Config,
+    pipeline_id: &str,
+    sync_id: &str,
+    dump_id: u64,
+    manifest: &Manifest,
+) -> Result<()> {
+    if manifest.tables.iter().any(|t| !t.incremental) {
+        let manifests = recovery::read_manifests(&cfg.connection).await?;
+        let mut committed = Committed::load(&cfg.connection, &manifests).await;
+        committed.add(&cfg.connection, dump_id, manifest);
+        let retired = recovery::retire(
+            &cfg.connection,
+            &committed,
+            &manifests,
+            pipeline_id,
+            dump_id,
+            manifest,
+        )
+        .await?;
+        tracing::info!(
+            deleted = retired.deleted,
+            left = retired.left.len(),
+            "previous generations retired"
+        );
+    }
+    let dir = recovery::attempts_dir(&cfg.connection, pipeline_id)?;
+    let found = crate::s3::journal::list(&cfg.connection, &dir).await?;
+    if let Some(records) = found.attempts.get(sync_id) {
+        recovery::delete_journal(
+            &cfg.connection,
+            records.iter().map(|(p, _)| p.clone()).collect(),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// The manifest's table entries: every stream with files, and every full-refresh stream.
@@ -1211,49 +1326,6 @@ fn stream_reports(closed: &[ClosedFile]) -> Vec<StreamReport> {
         }
     }
     reports.into_iter().map(|(_, r)| r).collect()
-}
-
-/// Delete every file of `stream` that manifests before `dump_id` list, except `keep`.
-async fn delete_previous_generations(
-    cfg: &Config,
-    stream: &StreamId,
-    dump_id: u64,
-    keep: &HashSet<&str>,
-) -> Result<()> {
-    let base = format!("{}/", cfg.connection.url());
-    let root_prefix = if cfg.connection.root().as_ref().is_empty() {
-        String::new()
-    } else {
-        format!("{}/", cfg.connection.root())
-    };
-    let mut deleted = 0;
-    for (id, _) in list_manifests(cfg).await? {
-        if id >= dump_id {
-            break;
-        }
-        let Some(manifest) = read_manifest(cfg, id).await? else {
-            continue;
-        };
-        for table in manifest
-            .tables
-            .iter()
-            .filter(|t| t.name == stream.name() && t.namespace.as_deref() == stream.namespace())
-        {
-            for uri in &table.files {
-                // Only files under this sink's root are ours to delete.
-                let Some(relative) = uri.strip_prefix(&base) else {
-                    continue;
-                };
-                let key = format!("{root_prefix}{relative}");
-                if !keep.contains(key.as_str()) {
-                    delete_if_exists(cfg, &own_key(&key)?).await?;
-                    deleted += 1;
-                }
-            }
-        }
-    }
-    tracing::info!(%stream, deleted, "previous generation deleted");
-    Ok(())
 }
 
 /// A stable fingerprint of a schema: FNV-1a over names, types and nullability.

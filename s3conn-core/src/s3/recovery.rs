@@ -1,0 +1,455 @@
+//! Finishing or undoing what an earlier attempt of a pipeline left, from its journal; and the
+//! retirement of the generations a full refresh replaced.
+//!
+//! For every leftover attempt of the pipeline (one journal folder each):
+//!
+//! 1. **Did it commit?** A `commit` entry names each dump id it tried to claim; if one of
+//!    those manifests exists and carries the attempt's sync id, it committed, and the files
+//!    that manifest lists are kept.
+//! 2. **Abort its uploads**: every recorded upload id, and, for an upload that was being
+//!    started when the process died (no id recorded yet), the open uploads of that key that
+//!    began after the journal said so (where the store can list them).
+//! 3. **Delete what it provably created and no manifest lists**:
+//!    - `created` with an ETag, and the object still has that ETag;
+//!    - `put`/`complete` (the exact size and CRC-64 of what it was about to write) without
+//!      `created` (killed between the write and the record): the object holds exactly those
+//!      bytes and was stored after the entry.
+//!
+//!    Anything else is left in place and reported: a file that changed since, a file found
+//!    holding this attempt's bytes that it may not have written (`adopted`). Every deletion
+//!    goes through the [`Guard`], which refuses files a committed manifest lists.
+//! 4. **Finish a full refresh** it committed: retire the earlier generations.
+//! 5. Delete the journal.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Duration, Utc};
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStoreExt};
+use s3conn_auth::Connection;
+use s3conn_layout::Manifest;
+use s3conn_layout::manifest::{MANIFEST_DIR, manifest_file_name, parse_manifest_file_name};
+
+use crate::error::{Error, Result};
+use crate::s3::deletion::{Committed, Guard, Outcome, Why};
+use crate::s3::journal::{self, Entry, Recorded};
+
+/// How much earlier than its journal entry an object or upload may be stamped and still
+/// count as written after it (store clocks round to the second).
+const CLOCK_SLACK_SECS: i64 = 2;
+
+/// The folder of s3conn's own bookkeeping under the sink's root.
+pub(crate) const INTERNAL_DIR: &str = "_s3conn";
+
+/// `_s3conn/attempts/<pipeline>` under the root.
+pub(crate) fn attempts_dir(conn: &Connection, pipeline_id: &str) -> Result<Path> {
+    Ok(conn.key(&format!("{INTERNAL_DIR}/attempts/{pipeline_id}"))?)
+}
+
+pub(crate) fn manifest_path(conn: &Connection, dump_id: u64) -> Result<Path> {
+    Ok(conn.key(&format!("{MANIFEST_DIR}/{}", manifest_file_name(dump_id)))?)
+}
+
+/// The manifests under the root, by dump id, ascending.
+pub(crate) async fn list_manifests(conn: &Connection) -> Result<Vec<(u64, Path)>> {
+    let dir = conn.key(MANIFEST_DIR)?;
+    let depth = dir.parts().count() + 1;
+    let metas: Vec<ObjectMeta> = conn
+        .store()
+        .list(Some(&dir))
+        .try_collect()
+        .await
+        .map_err(|e| Error::store("list", conn.uri(&dir), e))?;
+    let mut found: Vec<(u64, Path)> = metas
+        .into_iter()
+        .filter(|m| m.location.parts().count() == depth)
+        .filter_map(|m| {
+            let id = parse_manifest_file_name(m.location.filename()?)?;
+            Some((id, m.location))
+        })
+        .collect();
+    found.sort_by_key(|(id, _)| *id);
+    Ok(found)
+}
+
+pub(crate) async fn get_bytes(conn: &Connection, path: &Path) -> Result<Option<bytes::Bytes>> {
+    match conn.store().get(path).await {
+        Ok(r) => Ok(Some(
+            r.bytes()
+                .await
+                .map_err(|e| Error::store("get", conn.uri(path), e))?,
+        )),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(Error::store("get", conn.uri(path), e)),
+    }
+}
+
+pub(crate) async fn read_manifest(conn: &Connection, dump_id: u64) -> Result<Option<Manifest>> {
+    let path = manifest_path(conn, dump_id)?;
+    match get_bytes(conn, &path).await? {
+        None => Ok(None),
+        Some(bytes) => Manifest::from_json(&bytes)
+            .map(Some)
+            .map_err(|e| Error::State {
+                key: conn.uri(&path),
+                reason: e.to_string(),
+            }),
+    }
+}
+
+/// Every manifest under the root, ascending.
+pub(crate) async fn read_manifests(conn: &Connection) -> Result<Vec<(u64, Manifest)>> {
+    let mut all = Vec::new();
+    for (id, _) in list_manifests(conn).await? {
+        if let Some(m) = read_manifest(conn, id).await? {
+            all.push((id, m));
+        }
+    }
+    Ok(all)
+}
+
+/// What a clean-up did, for the sync report.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Cleanup {
+    /// Attempts whose journals were finished.
+    pub(crate) attempts: u64,
+    /// Data files deleted (orphans, and retired generations).
+    pub(crate) deleted: u64,
+    /// Uploads aborted.
+    pub(crate) aborted: u64,
+    /// Files left in place, with the reason.
+    pub(crate) left: Vec<(String, String)>,
+}
+
+impl Cleanup {
+    fn absorb(&mut self, guard: &Guard<'_>) {
+        self.deleted += guard.deleted;
+        self.left.extend(guard.left.iter().cloned());
+    }
+}
+
+/// Finish every leftover attempt of `pipeline_id`. The caller guarantees that no attempt of
+/// this pipeline is running (the pipeline's lease).
+pub(crate) async fn clean_attempts(conn: &Connection, pipeline_id: &str) -> Result<Cleanup> {
+    let dir = attempts_dir(conn, pipeline_id)?;
+    let found = journal::list(conn, &dir).await?;
+    let mut report = Cleanup::default();
+    for path in &found.foreign {
+        tracing::warn!(path = %path, "an intent log of an earlier s3conn version is left in place: the keys it names were recorded before they were known to be free, so they are not deleted");
+        report.left.push((
+            path.to_string(),
+            "an intent log of an earlier layout".into(),
+        ));
+    }
+    if found.attempts.is_empty() {
+        return Ok(report);
+    }
+    let manifests = read_manifests(conn).await?;
+    let mut committed = Committed::load(conn, &manifests).await;
+    for (sync_id, records) in &found.attempts {
+        let entries = match journal::read(conn, sync_id, records).await {
+            Ok(entries) => entries,
+            Err(e @ Error::State { .. }) => {
+                tracing::warn!(%sync_id, error = %e, "an unreadable journal is left in place; nothing it names is deleted");
+                report.left.push((dir.to_string(), e.to_string()));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let outcome = clean_attempt(
+            conn,
+            pipeline_id,
+            sync_id,
+            &entries,
+            &manifests,
+            &mut committed,
+        )
+        .await?;
+        report.attempts += 1;
+        report.deleted += outcome.deleted;
+        report.aborted += outcome.aborted;
+        report.left.extend(outcome.left);
+        delete_journal(conn, records.iter().map(|(p, _)| p.clone()).collect()).await?;
+    }
+    Ok(report)
+}
+
+/// Delete an attempt's journal records.
+pub(crate) async fn delete_journal(conn: &Connection, records: Vec<Path>) -> Result<()> {
+    for path in records {
+        match conn.store().delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(Error::store("delete", conn.uri(&path), e)),
+        }
+    }
+    Ok(())
+}
+
+/// Everything an attempt's journal says about one key.
+#[derive(Debug, Default)]
+struct Facts {
+    /// `put`/`complete`: the bytes it meant to write, and when it said so.
+    intended: Vec<(u64, u64, DateTime<Utc>)>,
+    created: Vec<Option<String>>,
+    adopted: bool,
+    upload_started: Option<DateTime<Utc>>,
+    upload_ids: Vec<String>,
+}
+
+/// Finish one attempt, from its entries (read back, or an in-process abort's own).
+pub(crate) async fn clean_attempt(
+    conn: &Connection,
+    pipeline_id: &str,
+    sync_id: &str,
+    entries: &[Recorded],
+    manifests: &[(u64, Manifest)],
+    committed: &mut Committed,
+) -> Result<Cleanup> {
+    let mut report = Cleanup::default();
+    let unique_keys = entries.iter().any(|r| {
+        matches!(
+            &r.entry,
+            Entry::Begin {
+                unique_keys: true,
+                ..
+            }
+        )
+    });
+
+    // 1. Did it commit?
+    let mut own: Option<(u64, Manifest)> = None;
+    for r in entries.iter().rev() {
+        if let Entry::Commit { dump_id } = r.entry {
+            let manifest = match manifests.iter().find(|(id, _)| *id == dump_id) {
+                Some((_, m)) => Some(m.clone()),
+                None => read_manifest(conn, dump_id).await?,
+            };
+            if let Some(m) = manifest
+                && m.s3conn.as_ref().is_some_and(|c| c.sync_id == sync_id)
+            {
+                committed.add(conn, dump_id, &m);
+                own = Some((dump_id, m));
+                break;
+            }
+        }
+    }
+    let keep: HashSet<String> = own
+        .iter()
+        .flat_map(|(_, m)| {
+            m.s3conn
+                .iter()
+                .flat_map(|c| c.files.iter().map(|f| f.key.clone()))
+        })
+        .collect();
+
+    let mut order: Vec<String> = Vec::new();
+    let mut facts: HashMap<String, Facts> = HashMap::new();
+    for r in entries {
+        let Some(key) = r.entry.key() else { continue };
+        let f = facts.entry(key.to_owned()).or_insert_with(|| {
+            order.push(key.to_owned());
+            Facts::default()
+        });
+        match &r.entry {
+            Entry::Put { size, crc, .. } | Entry::Complete { size, crc, .. } => {
+                f.intended.push((*size, *crc, r.at));
+            }
+            Entry::Created { e_tag, adopted, .. } => {
+                if *adopted {
+                    f.adopted = true;
+                } else {
+                    f.created.push(e_tag.clone());
+                }
+            }
+            Entry::UploadStart { .. } => {
+                f.upload_started.get_or_insert(r.at);
+            }
+            Entry::Upload { id, .. } => f.upload_ids.push(id.clone()),
+            Entry::Begin { .. } | Entry::Commit { .. } => {}
+        }
+    }
+
+    let mut guard = Guard::new(conn, committed);
+    for key in &order {
+        let Some(f) = facts.get(key) else { continue };
+        let path = Path::parse(key).map_err(|e| {
+            Error::Protocol(format!("a journal names the invalid key `{key}`: {e}"))
+        })?;
+
+        // 2. Uploads.
+        for id in &f.upload_ids {
+            conn.abort_upload(&path, id)
+                .await
+                .map_err(|e| Error::store("abort upload", conn.uri(&path), e))?;
+            report.aborted += 1;
+        }
+        let first_intent = f.intended.iter().map(|(_, _, at)| *at).min();
+        let since = match (f.upload_started, first_intent) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        // Uploads whose id was not recorded, and a local folder's staging files.
+        if let Some(since) = since
+            && (f.upload_started.is_some() || conn.is_local_folder())
+        {
+            match conn.open_uploads(&path).await {
+                Ok(Some(open)) => {
+                    for upload in open {
+                        let after = upload.initiated.is_none_or(|t| {
+                            unique_keys || t >= since - Duration::seconds(CLOCK_SLACK_SECS)
+                        });
+                        if upload.key == path && after && !f.upload_ids.contains(&upload.id) {
+                            conn.abort_upload(&path, &upload.id)
+                                .await
+                                .map_err(|e| Error::store("abort upload", conn.uri(&path), e))?;
+                            report.aborted += 1;
+                        }
+                    }
+                }
+                Ok(None) => {
+                    if f.upload_started.is_some() && f.upload_ids.is_empty() {
+                        tracing::warn!(%key, "an upload was being started when the attempt stopped and this store cannot list open uploads: abort it with a lifecycle rule (AbortIncompleteMultipartUpload)");
+                    }
+                }
+                Err(e) => return Err(Error::store("list uploads", conn.uri(&path), e)),
+            }
+        }
+
+        if keep.contains(key) {
+            continue;
+        }
+        // 3. Is the object there, and provably this attempt's?
+        let meta = match conn.store().head(&path).await {
+            Ok(meta) => meta,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(Error::store("head", conn.uri(&path), e)),
+        };
+        let proven = if f.created.iter().any(|t| t.is_some() && *t == meta.e_tag) {
+            true
+        } else if let Some(&(size, crc, at)) =
+            f.intended.iter().find(|(size, _, _)| *size == meta.size)
+        {
+            let stored_after =
+                unique_keys || meta.last_modified >= at - Duration::seconds(CLOCK_SLACK_SECS);
+            stored_after && holds_crc(conn, &path, size, crc).await?
+        } else {
+            false
+        };
+        if proven {
+            if guard.delete(key, Why::Orphan).await? == Outcome::Deleted {
+                tracing::debug!(%key, %sync_id, "deleted a file of an attempt that did not commit");
+            }
+        } else if f.adopted {
+            guard.leave(
+                key,
+                "it held the bytes an attempt that did not commit meant to write, but that attempt may not have written it",
+            );
+        } else if !f.created.is_empty() {
+            guard.leave(
+                key,
+                "it changed after an attempt that did not commit wrote it",
+            );
+        }
+        // Otherwise it is someone else's object: the attempt never wrote it.
+    }
+    report.absorb(&guard);
+
+    // 4. A full refresh it committed: retire what it replaced.
+    if let Some((dump_id, manifest)) = &own {
+        let retired = retire(conn, committed, manifests, pipeline_id, *dump_id, manifest).await?;
+        report.deleted += retired.deleted;
+        report.left.extend(retired.left);
+    }
+    Ok(report)
+}
+
+/// Whether the object at `path` is exactly `size` bytes with CRC-64/NVME `crc`.
+pub(crate) async fn holds_crc(conn: &Connection, path: &Path, size: u64, crc: u64) -> Result<bool> {
+    let got = match conn.store().get(path).await {
+        Ok(r) => r,
+        Err(object_store::Error::NotFound { .. }) => return Ok(false),
+        Err(e) => return Err(Error::store("get", conn.uri(path), e)),
+    };
+    if got.meta.size != size {
+        return Ok(false);
+    }
+    let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme);
+    let mut body = got.into_stream();
+    while let Some(chunk) = body
+        .try_next()
+        .await
+        .map_err(|e| Error::store("get", conn.uri(path), e))?
+    {
+        digest.update(&chunk);
+    }
+    Ok(digest.finalize() == crc)
+}
+
+/// Delete the files of every table that `manifest` (dump `dump_id`) replaced (its tables with
+/// `incremental: false`) which earlier manifests of `pipeline_id` listed. Another pipeline's
+/// files are never touched.
+pub(crate) async fn retire(
+    conn: &Connection,
+    committed: &Committed,
+    manifests: &[(u64, Manifest)],
+    pipeline_id: &str,
+    dump_id: u64,
+    manifest: &Manifest,
+) -> Result<Cleanup> {
+    let mut guard = Guard::new(conn, committed);
+    for table in manifest.tables.iter().filter(|t| !t.incremental) {
+        let keep: HashSet<String> = manifest
+            .s3conn
+            .iter()
+            .flat_map(|c| c.files.iter())
+            .filter(|f| f.table == table.name)
+            .map(|f| f.key.clone())
+            .collect();
+        let mut retired = 0u64;
+        for (_, earlier) in manifests.iter().filter(|(id, _)| *id < dump_id) {
+            let Some(record) = &earlier.s3conn else {
+                continue;
+            };
+            if record.pipeline_id.as_deref() != Some(pipeline_id) {
+                continue;
+            }
+            let Some(t) = earlier
+                .tables
+                .iter()
+                .find(|t| t.name == table.name && t.namespace == table.namespace)
+            else {
+                continue;
+            };
+            let listed: HashSet<String> = t
+                .files
+                .iter()
+                .filter_map(|uri| crate::s3::deletion::key_of_uri(conn, uri))
+                .collect();
+            for key in record
+                .files
+                .iter()
+                .map(|f| &f.key)
+                .filter(|k| listed.contains(*k) && !keep.contains(*k))
+            {
+                if guard
+                    .delete(
+                        key,
+                        Why::Retired {
+                            pipeline_id,
+                            dump_id,
+                        },
+                    )
+                    .await?
+                    == Outcome::Deleted
+                {
+                    retired += 1;
+                }
+            }
+        }
+        tracing::info!(table = %table.name, retired, "earlier generations retired");
+    }
+    let mut report = Cleanup::default();
+    report.absorb(&guard);
+    Ok(report)
+}
