@@ -35,19 +35,30 @@ pub(crate) enum Why<'a> {
 pub(crate) enum Outcome {
     /// Deleted.
     Deleted,
+    /// Not there (deleted before).
+    Gone,
     /// Left in place, for this reason.
     Left(String),
 }
 
-/// Who lists a key: the manifests' dump ids and pipelines.
+/// One listing of a key by a manifest.
+#[derive(Debug, Clone)]
+struct Listing {
+    dump_id: u64,
+    pipeline: Option<String>,
+    /// The ETag the manifest recorded for the file (none for files listed only by URI).
+    e_tag: Option<String>,
+}
+
+/// Who lists a key: the manifests' dump ids, pipelines and the ETags they recorded.
 #[derive(Debug, Default)]
 pub(crate) struct Committed {
-    by_key: HashMap<String, Vec<(u64, Option<String>)>>,
+    by_key: HashMap<String, Vec<Listing>>,
 }
 
 impl Committed {
-    /// Read every manifest under the root.
-    pub(crate) async fn load(conn: &Connection, manifests: &[(u64, Manifest)]) -> Self {
+    /// What `manifests` list.
+    pub(crate) fn load(conn: &Connection, manifests: &[(u64, Manifest)]) -> Self {
         let mut committed = Self::default();
         for (dump_id, manifest) in manifests {
             committed.add(conn, *dump_id, manifest);
@@ -58,56 +69,88 @@ impl Committed {
     /// Count `manifest`'s files as committed.
     pub(crate) fn add(&mut self, conn: &Connection, dump_id: u64, manifest: &Manifest) {
         let pipeline = manifest.s3conn.as_ref().and_then(|r| r.pipeline_id.clone());
-        let mut keys: Vec<String> = manifest
-            .s3conn
-            .iter()
-            .flat_map(|r| r.files.iter().map(|f| f.key.clone()))
-            .collect();
+        let mut files: HashMap<String, Option<String>> = HashMap::new();
+        for f in manifest.s3conn.iter().flat_map(|r| r.files.iter()) {
+            files.insert(f.key.clone(), f.e_tag.clone());
+        }
         for table in &manifest.tables {
             for uri in &table.files {
                 if let Some(key) = key_of_uri(conn, uri) {
-                    keys.push(key);
+                    files.entry(key).or_insert(None);
                 }
             }
         }
-        keys.sort();
-        keys.dedup();
-        for key in keys {
-            self.by_key
-                .entry(key)
-                .or_default()
-                .push((dump_id, pipeline.clone()));
+        for (key, e_tag) in files {
+            self.by_key.entry(key).or_default().push(Listing {
+                dump_id,
+                pipeline: pipeline.clone(),
+                e_tag,
+            });
         }
     }
 
-    /// Whether `why` allows deleting `key`; the reason when it does not.
-    fn refusal(&self, key: &str, why: Why<'_>) -> Option<String> {
-        let listed = self.by_key.get(key)?;
+    /// Whether a committed manifest lists `key` as the object it holds now (`e_tag`): an
+    /// earlier file under the same key that was since deleted does not count.
+    pub(crate) fn lists(&self, key: &str, e_tag: Option<&str>) -> bool {
+        self.by_key
+            .get(key)
+            .is_some_and(|listed| listed.iter().any(|l| same_object(l, e_tag)))
+    }
+
+    /// Whether `why` allows deleting `key`, which now holds `e_tag`; the reason when not.
+    fn refusal(&self, key: &str, e_tag: Option<&str>, why: Why<'_>) -> Option<String> {
+        let listed = self.by_key.get(key).map(Vec::as_slice).unwrap_or_default();
         match why {
             Why::Orphan => listed
-                .first()
-                .map(|(id, _)| format!("manifest {id} lists it")),
+                .iter()
+                .find(|l| same_object(l, e_tag))
+                .map(|l| format!("manifest {} lists it", l.dump_id)),
             Why::Retired {
                 pipeline_id,
                 dump_id,
-            } => listed.iter().find_map(|(id, pipeline)| {
-                if *id >= dump_id {
-                    Some(format!(
-                        "manifest {id} (not older than the new generation {dump_id}) lists it"
-                    ))
-                } else if pipeline.as_deref() != Some(pipeline_id) {
-                    Some(format!(
-                        "manifest {id} of {} lists it",
-                        pipeline
-                            .as_deref()
-                            .map(|p| format!("pipeline `{p}`"))
-                            .unwrap_or_else(|| "another writer".into())
-                    ))
-                } else {
-                    None
+            } => {
+                if let Some(l) = listed.iter().find(|l| {
+                    same_object(l, e_tag)
+                        && (l.dump_id >= dump_id || l.pipeline.as_deref() != Some(pipeline_id))
+                }) {
+                    return Some(if l.dump_id >= dump_id {
+                        format!(
+                            "manifest {} (not older than the new generation {dump_id}) lists it",
+                            l.dump_id
+                        )
+                    } else {
+                        format!(
+                            "manifest {} of {} lists it",
+                            l.dump_id,
+                            l.pipeline
+                                .as_deref()
+                                .map(|p| format!("pipeline `{p}`"))
+                                .unwrap_or_else(|| "another writer".into())
+                        )
+                    });
                 }
-            }),
+                // Only the very file an earlier generation committed: the key may hold a
+                // newer one by now.
+                let retired = listed.iter().any(|l| {
+                    l.dump_id < dump_id
+                        && l.pipeline.as_deref() == Some(pipeline_id)
+                        && l.e_tag.is_some()
+                        && l.e_tag.as_deref() == e_tag
+                });
+                (!retired).then(|| {
+                    "it is not the file the replaced generation committed (its ETag differs)".into()
+                })
+            }
         }
+    }
+}
+
+/// Whether listing `l` is of the object that now has `e_tag` (unknown ETags count as the
+/// same: the guard errs towards keeping).
+fn same_object(l: &Listing, e_tag: Option<&str>) -> bool {
+    match (l.e_tag.as_deref(), e_tag) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
     }
 }
 
@@ -154,13 +197,19 @@ impl<'a> Guard<'a> {
                 "refusing to delete `{key}` as a data file: it is the sink's own bookkeeping"
             )));
         }
-        if let Some(reason) = self.committed.refusal(key, why) {
+        let path = Path::parse(key)
+            .map_err(|e| Error::Protocol(format!("the key `{key}` is invalid: {e}")))?;
+        // Which object the key holds now: the manifests name files by key and ETag.
+        let e_tag = match self.conn.store().head(&path).await {
+            Ok(meta) => meta.e_tag,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Outcome::Gone),
+            Err(e) => return Err(Error::store("head", self.conn.uri(&path), e)),
+        };
+        if let Some(reason) = self.committed.refusal(key, e_tag.as_deref(), why) {
             tracing::warn!(%key, %reason, "a file that was to be deleted is left in place");
             self.left.push((key.to_owned(), reason.clone()));
             return Ok(Outcome::Left(reason));
         }
-        let path = Path::parse(key)
-            .map_err(|e| Error::Protocol(format!("the key `{key}` is invalid: {e}")))?;
         match self.conn.store().delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(Error::store("delete", self.conn.uri(&path), e)),
@@ -186,14 +235,18 @@ mod tests {
     use super::*;
     use s3conn_layout::manifest::{COMMIT_RECORD_VERSION, CommitRecord};
     use s3conn_layout::{FileRecord, TableDelivery};
+    use std::collections::BTreeMap;
     use std::sync::Arc;
 
-    fn manifest(dump_id: u64, pipeline: &str, keys: &[&str]) -> Manifest {
+    fn manifest(dump_id: u64, pipeline: &str, files: &[(&str, Option<String>)]) -> Manifest {
         let mut m = Manifest::new(
             dump_id,
             vec![TableDelivery::new(
                 "t",
-                keys.iter().map(|k| format!("memory:///{k}")).collect(),
+                files
+                    .iter()
+                    .map(|(k, _)| format!("memory:///{k}"))
+                    .collect(),
                 true,
             )],
         );
@@ -204,9 +257,13 @@ mod tests {
             sync_id: "s".into(),
             attempt_id: "s".into(),
             committed_at: 0,
-            files: keys
+            files: files
                 .iter()
-                .map(|k| FileRecord::new("t", *k, 1, 1))
+                .map(|(k, e_tag)| {
+                    let mut f = FileRecord::new("t", *k, 1, 1);
+                    f.e_tag = e_tag.clone();
+                    f
+                })
                 .collect(),
         });
         m
@@ -216,12 +273,29 @@ mod tests {
     async fn committed_files_are_never_orphans_and_only_own_older_generations_retire() {
         let store = Arc::new(object_store::memory::InMemory::new());
         let conn = Connection::new(store.clone(), Path::default(), "memory://");
+        let mut tags = BTreeMap::new();
+        for key in [
+            "t/a",
+            "t/b",
+            "t/c",
+            "t/d",
+            "t/z",
+            "manifests/00000000000000000001.json",
+            "_s3conn/attempts/p/x",
+        ] {
+            let put = store
+                .put(&Path::from(key), bytes::Bytes::from_static(b"x").into())
+                .await
+                .unwrap();
+            tags.insert(key, put.e_tag);
+        }
+        let f = |k: &'static str| (k, tags[k].clone());
         let manifests = vec![
-            (1, manifest(1, "p", &["t/a", "t/b"])),
-            (2, manifest(2, "q", &["t/c"])),
-            (3, manifest(3, "p", &["t/b", "t/d"])),
+            (1, manifest(1, "p", &[f("t/a"), f("t/b")])),
+            (2, manifest(2, "q", &[f("t/c")])),
+            (3, manifest(3, "p", &[f("t/b"), f("t/d")])),
         ];
-        let committed = Committed::load(&conn, &manifests).await;
+        let committed = Committed::load(&conn, &manifests);
         let mut guard = Guard::new(&conn, &committed);
         for key in ["t/a", "t/b", "t/c", "t/d"] {
             assert!(matches!(
@@ -232,6 +306,10 @@ mod tests {
         assert_eq!(
             guard.delete("t/z", Why::Orphan).await.unwrap(),
             Outcome::Deleted
+        );
+        assert_eq!(
+            guard.delete("t/z", Why::Orphan).await.unwrap(),
+            Outcome::Gone
         );
         let retired = Why::Retired {
             pipeline_id: "p",
@@ -264,5 +342,21 @@ mod tests {
         );
         assert_eq!(guard.deleted, 2);
         assert_eq!(guard.left.len(), 6);
+
+        // A key that an earlier generation listed and that now holds another file: an
+        // orphan under it can go, and retiring the old generation leaves the new file.
+        let put = store
+            .put(&Path::from("t/a"), bytes::Bytes::from_static(b"new").into())
+            .await
+            .unwrap();
+        assert_ne!(put.e_tag, tags["t/a"]);
+        assert!(matches!(
+            guard.delete("t/a", retired).await.unwrap(),
+            Outcome::Left(_)
+        ));
+        assert_eq!(
+            guard.delete("t/a", Why::Orphan).await.unwrap(),
+            Outcome::Deleted
+        );
     }
 }

@@ -58,6 +58,10 @@ pub(crate) enum Entry {
     },
     /// About to claim manifest `dump_id`.
     Commit { dump_id: u64 },
+    /// Written by the clean-up of an attempt: the upload of `key` completed into a file of
+    /// the attempt, which the clean-up is about to delete (a later clean-up must not try to
+    /// abort that upload).
+    UploadDone { key: String },
 }
 
 impl Entry {
@@ -68,7 +72,8 @@ impl Entry {
             | Self::UploadStart { key }
             | Self::Upload { key, .. }
             | Self::Complete { key, .. }
-            | Self::Created { key, .. } => Some(key),
+            | Self::Created { key, .. }
+            | Self::UploadDone { key } => Some(key),
             Self::Begin { .. } | Self::Commit { .. } => None,
         }
     }
@@ -93,6 +98,8 @@ pub(crate) struct Recorded {
 pub(crate) struct Journal {
     dir: Path,
     sync_id: String,
+    /// The first record this object wrote, and the next one it writes.
+    first: u64,
     next: u64,
     pending: Vec<Entry>,
     /// Everything recorded or pending, in order (what an in-process abort undoes).
@@ -104,15 +111,28 @@ pub(crate) struct Journal {
 
 impl Journal {
     pub(crate) fn new(dir: Path, sync_id: &str) -> Self {
+        Self::resume(dir, sync_id, 0)
+    }
+
+    /// Append to the journal of an attempt that has `next` records already.
+    pub(crate) fn resume(dir: Path, sync_id: &str, next: u64) -> Self {
         Self {
             dir,
             sync_id: sync_id.to_owned(),
-            next: 0,
+            first: next,
+            next,
             pending: Vec::new(),
             all: Vec::new(),
             records: 0,
             bytes: 0,
         }
+    }
+
+    /// The records this journal object wrote.
+    pub(crate) fn written(&self) -> Vec<Path> {
+        (self.first..self.next)
+            .map(|n| self.dir.clone().join(format!("{n:010}.json")))
+            .collect()
     }
 
     /// Every entry so far, written or not.

@@ -33,7 +33,7 @@ use s3conn_layout::manifest::{MANIFEST_DIR, manifest_file_name, parse_manifest_f
 
 use crate::error::{Error, Result};
 use crate::s3::deletion::{Committed, Guard, Outcome, Why};
-use crate::s3::journal::{self, Entry, Recorded};
+use crate::s3::journal::{self, Entry, Journal, Recorded};
 
 /// How much earlier than its journal entry an object or upload may be stamped and still
 /// count as written after it (store clocks round to the second).
@@ -120,6 +120,9 @@ pub(crate) struct Cleanup {
     pub(crate) aborted: u64,
     /// Files left in place, with the reason.
     pub(crate) left: Vec<(String, String)>,
+    /// Something could not be finished (an upload that would not abort): the journal stays
+    /// for the next run to try again.
+    pub(crate) unfinished: bool,
 }
 
 impl Cleanup {
@@ -142,11 +145,16 @@ pub(crate) async fn clean_attempts(conn: &Connection, pipeline_id: &str) -> Resu
             "an intent log of an earlier layout".into(),
         ));
     }
+    // A local folder's writes go through staging files (`name#digits`): a process killed
+    // in the middle of writing a journal record leaves one, even before its first record.
+    if conn.is_local_folder() {
+        sweep_staging(conn, &dir, &mut report).await?;
+    }
     if found.attempts.is_empty() {
         return Ok(report);
     }
     let manifests = read_manifests(conn).await?;
-    let mut committed = Committed::load(conn, &manifests).await;
+    let mut committed = Committed::load(conn, &manifests);
     for (sync_id, records) in &found.attempts {
         let entries = match journal::read(conn, sync_id, records).await {
             Ok(entries) => entries,
@@ -157,22 +165,86 @@ pub(crate) async fn clean_attempts(conn: &Connection, pipeline_id: &str) -> Resu
             }
             Err(e) => return Err(e),
         };
+        let next = records
+            .iter()
+            .filter_map(|(p, _)| p.filename()?.strip_suffix(".json")?.parse::<u64>().ok())
+            .max()
+            .map_or(0, |n| n + 1);
+        let mut journal = Journal::resume(dir.clone().join(sync_id.as_str()), sync_id, next);
         let outcome = clean_attempt(
             conn,
             pipeline_id,
             sync_id,
             &entries,
+            &mut journal,
             &manifests,
             &mut committed,
         )
         .await?;
+        // Records the clean-up appended go with the rest.
+        let mut records: Vec<Path> = records.iter().map(|(p, _)| p.clone()).collect();
+        records.extend(journal.written());
         report.attempts += 1;
         report.deleted += outcome.deleted;
         report.aborted += outcome.aborted;
         report.left.extend(outcome.left);
-        delete_journal(conn, records.iter().map(|(p, _)| p.clone()).collect()).await?;
+        if outcome.unfinished {
+            tracing::warn!(%sync_id, "the journal stays until what it names is finished");
+            continue;
+        }
+        delete_journal(conn, records).await?;
     }
     Ok(report)
+}
+
+/// Remove the staging files of unfinished local writes under `prefix`.
+async fn sweep_staging(conn: &Connection, prefix: &Path, report: &mut Cleanup) -> Result<()> {
+    let open = conn
+        .open_uploads(prefix)
+        .await
+        .map_err(|e| Error::store("list uploads", conn.uri(prefix), e))?;
+    for upload in open.unwrap_or_default() {
+        conn.abort_upload(&upload.key, &upload.id)
+            .await
+            .map_err(|e| Error::store("abort upload", conn.uri(&upload.key), e))?;
+        report.aborted += 1;
+    }
+    Ok(())
+}
+
+/// Abort upload `id` of `path`. A failure is final only when the upload is still there:
+/// some servers answer an unknown upload id with 403 rather than 404, so a store that can
+/// list its open uploads is asked; one that cannot is taken at its word and the upload
+/// reported, without keeping the journal forever.
+async fn abort(
+    conn: &Connection,
+    path: &Path,
+    id: &str,
+    report: &mut Cleanup,
+    guard: &mut Guard<'_>,
+) {
+    let Err(e) = conn.abort_upload(path, id).await else {
+        report.aborted += 1;
+        return;
+    };
+    match conn.open_uploads(path).await {
+        Ok(Some(open)) if !open.iter().any(|u| u.key == *path && u.id == id) => {
+            tracing::debug!(key = %path, %id, "the upload to abort is already gone");
+        }
+        Ok(Some(_)) | Err(_) => {
+            report.unfinished = true;
+            guard.leave(
+                path.as_ref(),
+                format!("its upload {id} could not be aborted: {e}"),
+            );
+        }
+        Ok(None) => {
+            guard.leave(
+                path.as_ref(),
+                format!("its upload {id} could not be aborted ({e}); if it is still open, a lifecycle rule (AbortIncompleteMultipartUpload) removes it"),
+            );
+        }
+    }
 }
 
 /// Delete an attempt's journal records.
@@ -195,6 +267,8 @@ struct Facts {
     adopted: bool,
     upload_started: Option<DateTime<Utc>>,
     upload_ids: Vec<String>,
+    /// A clean-up found the upload completed into this attempt's file.
+    upload_done: bool,
 }
 
 /// Finish one attempt, from its entries (read back, or an in-process abort's own).
@@ -203,6 +277,7 @@ pub(crate) async fn clean_attempt(
     pipeline_id: &str,
     sync_id: &str,
     entries: &[Recorded],
+    journal: &mut Journal,
     manifests: &[(u64, Manifest)],
     committed: &mut Committed,
 ) -> Result<Cleanup> {
@@ -266,10 +341,19 @@ pub(crate) async fn clean_attempt(
                 f.upload_started.get_or_insert(r.at);
             }
             Entry::Upload { id, .. } => f.upload_ids.push(id.clone()),
+            Entry::UploadDone { .. } => f.upload_done = true,
             Entry::Begin { .. } | Entry::Commit { .. } => {}
         }
     }
 
+    // A local folder's manifest put killed half-way leaves a staging file beside it.
+    if conn.is_local_folder() {
+        for r in entries {
+            if let Entry::Commit { dump_id } = r.entry {
+                sweep_staging(conn, &manifest_path(conn, dump_id)?, &mut report).await?;
+            }
+        }
+    }
     let mut guard = Guard::new(conn, committed);
     for key in &order {
         let Some(f) = facts.get(key) else { continue };
@@ -277,19 +361,39 @@ pub(crate) async fn clean_attempt(
             Error::Protocol(format!("a journal names the invalid key `{key}`: {e}"))
         })?;
 
-        // 2. Uploads.
-        for id in &f.upload_ids {
-            conn.abort_upload(&path, id)
-                .await
-                .map_err(|e| Error::store("abort upload", conn.uri(&path), e))?;
-            report.aborted += 1;
+        // What the key holds now, and whether it is provably this attempt's.
+        let meta = match conn.store().head(&path).await {
+            Ok(meta) => Some(meta),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(Error::store("head", conn.uri(&path), e)),
+        };
+        let proven = match &meta {
+            None => false,
+            Some(meta) if f.created.iter().any(|t| t.is_some() && *t == meta.e_tag) => true,
+            Some(meta) => match f.intended.iter().find(|(size, _, _)| *size == meta.size) {
+                Some(&(size, crc, at)) => {
+                    let stored_after = unique_keys
+                        || meta.last_modified >= at - Duration::seconds(CLOCK_SLACK_SECS);
+                    stored_after && holds_crc(conn, &path, size, crc).await?
+                }
+                None => false,
+            },
+        };
+
+        // 2. Uploads: a recorded one that did not complete into this very file, then any
+        // open one started after the journal said so (an id not recorded yet, a local
+        // folder's staging files).
+        let completed = f.upload_done || (proven && !f.upload_ids.is_empty());
+        if !completed {
+            for id in &f.upload_ids {
+                abort(conn, &path, id, &mut report, &mut guard).await;
+            }
         }
         let first_intent = f.intended.iter().map(|(_, _, at)| *at).min();
         let since = match (f.upload_started, first_intent) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        // Uploads whose id was not recorded, and a local folder's staging files.
         if let Some(since) = since
             && (f.upload_started.is_some() || conn.is_local_folder())
         {
@@ -299,12 +403,10 @@ pub(crate) async fn clean_attempt(
                         let after = upload.initiated.is_none_or(|t| {
                             unique_keys || t >= since - Duration::seconds(CLOCK_SLACK_SECS)
                         });
-                        if upload.key == path && after && !f.upload_ids.contains(&upload.id) {
-                            conn.abort_upload(&path, &upload.id)
-                                .await
-                                .map_err(|e| Error::store("abort upload", conn.uri(&path), e))?;
-                            report.aborted += 1;
+                        if upload.key != path || !after || f.upload_ids.contains(&upload.id) {
+                            continue;
                         }
+                        abort(conn, &path, &upload.id, &mut report, &mut guard).await;
                     }
                 }
                 Ok(None) => {
@@ -312,31 +414,35 @@ pub(crate) async fn clean_attempt(
                         tracing::warn!(%key, "an upload was being started when the attempt stopped and this store cannot list open uploads: abort it with a lifecycle rule (AbortIncompleteMultipartUpload)");
                     }
                 }
-                Err(e) => return Err(Error::store("list uploads", conn.uri(&path), e)),
+                Err(e) => {
+                    report.unfinished = true;
+                    guard.leave(key, format!("its open uploads could not be listed: {e}"));
+                }
             }
         }
 
+        // 3. Delete what it provably created and no manifest lists.
+        let Some(meta) = meta else { continue };
         if keep.contains(key) {
             continue;
         }
-        // 3. Is the object there, and provably this attempt's?
-        let meta = match conn.store().head(&path).await {
-            Ok(meta) => meta,
-            Err(object_store::Error::NotFound { .. }) => continue,
-            Err(e) => return Err(Error::store("head", conn.uri(&path), e)),
-        };
-        let proven = if f.created.iter().any(|t| t.is_some() && *t == meta.e_tag) {
-            true
-        } else if let Some(&(size, crc, at)) =
-            f.intended.iter().find(|(size, _, _)| *size == meta.size)
-        {
-            let stored_after =
-                unique_keys || meta.last_modified >= at - Duration::seconds(CLOCK_SLACK_SECS);
-            stored_after && holds_crc(conn, &path, size, crc).await?
-        } else {
-            false
-        };
+        // Committed (found holding this attempt's bytes, and committed by another
+        // delivery): not an orphan.
+        if committed.lists(key, meta.e_tag.as_deref()) {
+            continue;
+        }
         if proven {
+            // Once the file is gone nothing shows that its upload completed: say so first.
+            if completed && !f.upload_done {
+                journal
+                    .write(
+                        conn,
+                        Entry::UploadDone {
+                            key: key.to_owned(),
+                        },
+                    )
+                    .await?;
+            }
             if guard.delete(key, Why::Orphan).await? == Outcome::Deleted {
                 tracing::debug!(%key, %sync_id, "deleted a file of an attempt that did not commit");
             }

@@ -1122,8 +1122,19 @@ impl Sink for S3Sink {
             return Ok(());
         };
         let cfg = Arc::clone(&self.cfg);
+        // Uploads with an id in the journal are aborted by the clean-up below; others here.
+        let recorded: HashSet<String> = sync
+            .journal
+            .entries()
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Upload { key, .. } => Some(key.clone()),
+                _ => None,
+            })
+            .collect();
         for file in sync.open.drain(..) {
             if let Upload::Multipart(upload) = file.upload
+                && !recorded.contains(file.key.as_ref())
                 && let Err(e) = upload.abort().await
             {
                 tracing::warn!(key = %file.key, error = %e, "could not abort a multipart upload");
@@ -1152,12 +1163,13 @@ impl Sink for S3Sink {
             })
             .collect();
         let manifests = recovery::read_manifests(&cfg.connection).await?;
-        let mut committed = Committed::load(&cfg.connection, &manifests).await;
+        let mut committed = Committed::load(&cfg.connection, &manifests);
         let outcome = recovery::clean_attempt(
             &cfg.connection,
             &sync.ctx.pipeline_id,
             &sync.ctx.sync_id,
             &entries,
+            &mut sync.journal,
             &manifests,
             &mut committed,
         )
@@ -1168,13 +1180,11 @@ impl Sink for S3Sink {
                 "the aborted attempt left files in place"
             );
         }
-        if let Some(records) = found.attempts.get(&sync.ctx.sync_id) {
-            recovery::delete_journal(
-                &cfg.connection,
-                records.iter().map(|(p, _)| p.clone()).collect(),
-            )
-            .await?;
+        if outcome.unfinished {
+            tracing::warn!("the aborted attempt's journal stays for the next sync to finish");
+            return Ok(());
         }
+        recovery::delete_journal(&cfg.connection, sync.journal.written()).await?;
         Ok(())
     }
 
@@ -1234,7 +1244,7 @@ async fn finish(
 ) -> Result<()> {
     if manifest.tables.iter().any(|t| !t.incremental) {
         let manifests = recovery::read_manifests(&cfg.connection).await?;
-        let mut committed = Committed::load(&cfg.connection, &manifests).await;
+        let mut committed = Committed::load(&cfg.connection, &manifests);
         committed.add(&cfg.connection, dump_id, manifest);
         let retired = recovery::retire(
             &cfg.connection,
