@@ -6,6 +6,8 @@
 //! - `S3CONN_FAILPOINT=name` (or `name@N`, the N-th time the point is reached, from 1): at
 //!   that point the process prints `s3conn-failpoint: name #N` on stderr and stops there
 //!   (the thread sleeps; the rest of the process goes on) until the harness kills it;
+//!   with `name@N:stop` it sends itself SIGSTOP instead (the whole process pauses, as a
+//!   process does when its machine stalls) and goes on when it gets SIGCONT;
 //! - `S3CONN_FAILPOINT_TRACE=1`: every point reached is printed as
 //!   `s3conn-failpoint-pass: name #N`, so a harness learns how often each is reached.
 //!
@@ -43,7 +45,7 @@ mod enabled {
     use std::sync::{Mutex, OnceLock};
 
     struct Config {
-        stop: Option<(String, u64)>,
+        stop: Option<(String, u64, bool)>,
         trace: bool,
         counts: Mutex<HashMap<&'static str, u64>>,
     }
@@ -56,9 +58,13 @@ mod enabled {
                 if spec.is_empty() {
                     return None;
                 }
+                let (spec, pause) = match spec.strip_suffix(":stop") {
+                    Some(spec) => (spec, true),
+                    None => (spec, false),
+                };
                 Some(match spec.split_once('@') {
-                    Some((name, n)) => (name.to_owned(), n.parse().unwrap_or(1)),
-                    None => (spec.to_owned(), 1),
+                    Some((name, n)) => (name.to_owned(), n.parse().unwrap_or(1), pause),
+                    None => (spec.to_owned(), 1, pause),
                 })
             });
             Config {
@@ -85,11 +91,19 @@ mod enabled {
         if config.trace {
             eprintln!("s3conn-failpoint-pass: {name} #{n}");
         }
-        if let Some((stop, at)) = &config.stop
+        if let Some((stop, at, pause)) = &config.stop
             && stop == name
             && *at == n
         {
             eprintln!("s3conn-failpoint: {name} #{n}");
+            if *pause {
+                // The whole process stops until SIGCONT (no unsafe code: `kill` does it).
+                let _ = std::process::Command::new("kill")
+                    .arg("-STOP")
+                    .arg(std::process::id().to_string())
+                    .status();
+                return;
+            }
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
             }

@@ -19,6 +19,7 @@ use s3conn_layout::manifest::MANIFEST_DIR;
 
 use crate::error::{Error, Result};
 use crate::failpoint;
+use crate::s3::retry;
 
 /// Why a data file is to be deleted.
 #[derive(Debug, Clone, Copy)]
@@ -200,7 +201,7 @@ impl<'a> Guard<'a> {
         let path = Path::parse(key)
             .map_err(|e| Error::Protocol(format!("the key `{key}` is invalid: {e}")))?;
         // Which object the key holds now: the manifests name files by key and ETag.
-        let e_tag = match self.conn.store().head(&path).await {
+        let e_tag = match retry::send("head", || self.conn.store().head(&path)).await {
             Ok(meta) => meta.e_tag,
             Err(object_store::Error::NotFound { .. }) => return Ok(Outcome::Gone),
             Err(e) => return Err(Error::store("head", self.conn.uri(&path), e)),
@@ -210,7 +211,7 @@ impl<'a> Guard<'a> {
             self.left.push((key.to_owned(), reason.clone()));
             return Ok(Outcome::Left(reason));
         }
-        match self.conn.store().delete(&path).await {
+        match retry::send("delete", || self.conn.store().delete(&path)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(Error::store("delete", self.conn.uri(&path), e)),
         }

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::failpoint;
+use crate::s3::retry;
 
 /// The layout version of journal records.
 pub(crate) const JOURNAL_VERSION: u32 = 2;
@@ -172,14 +173,12 @@ impl Journal {
             reason: e.to_string(),
         })?;
         let len = json.len() as u64;
-        match conn
-            .store()
-            .put_opts(
-                &path,
-                PutPayload::from(Bytes::from(json)),
-                PutOptions::from(PutMode::Create),
-            )
-            .await
+        let payload = PutPayload::from(Bytes::from(json));
+        match retry::send("put journal record", || {
+            conn.store()
+                .put_opts(&path, payload.clone(), PutOptions::from(PutMode::Create))
+        })
+        .await
         {
             // Only this attempt writes under its sync id: a record that exists is this one,
             // landed by a retry whose first answer was lost.
@@ -256,11 +255,12 @@ pub(crate) async fn read(
 ) -> Result<Vec<Recorded>> {
     let mut entries = Vec::new();
     for (path, at) in records {
-        let bytes = match conn.store().get(path).await {
-            Ok(r) => r
-                .bytes()
-                .await
-                .map_err(|e| Error::store("get", conn.uri(path), e))?,
+        let got = retry::send("get journal record", || async {
+            conn.store().get(path).await?.bytes().await
+        })
+        .await;
+        let bytes = match got {
+            Ok(bytes) => bytes,
             Err(object_store::Error::NotFound { .. }) => continue,
             Err(e) => return Err(Error::store("get", conn.uri(path), e)),
         };

@@ -6,6 +6,7 @@ mod deletion;
 mod journal;
 mod partition;
 mod recovery;
+mod retry;
 mod sink;
 mod source;
 

@@ -34,6 +34,7 @@ use s3conn_layout::manifest::{MANIFEST_DIR, manifest_file_name, parse_manifest_f
 use crate::error::{Error, Result};
 use crate::s3::deletion::{Committed, Guard, Outcome, Why};
 use crate::s3::journal::{self, Entry, Journal, Recorded};
+use crate::s3::retry;
 
 /// How much earlier than its journal entry an object or upload may be stamped and still
 /// count as written after it (store clocks round to the second).
@@ -74,12 +75,12 @@ pub(crate) async fn list_manifests(conn: &Connection) -> Result<Vec<(u64, Path)>
 }
 
 pub(crate) async fn get_bytes(conn: &Connection, path: &Path) -> Result<Option<bytes::Bytes>> {
-    match conn.store().get(path).await {
-        Ok(r) => Ok(Some(
-            r.bytes()
-                .await
-                .map_err(|e| Error::store("get", conn.uri(path), e))?,
-        )),
+    let got = retry::send("get", || async {
+        conn.store().get(path).await?.bytes().await
+    })
+    .await;
+    match got {
+        Ok(bytes) => Ok(Some(bytes)),
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(Error::store("get", conn.uri(path), e)),
     }
@@ -223,7 +224,7 @@ async fn abort(
     report: &mut Cleanup,
     guard: &mut Guard<'_>,
 ) {
-    let Err(e) = conn.abort_upload(path, id).await else {
+    let Err(e) = retry::send("abort upload", || conn.abort_upload(path, id)).await else {
         report.aborted += 1;
         return;
     };
@@ -250,7 +251,7 @@ async fn abort(
 /// Delete an attempt's journal records.
 pub(crate) async fn delete_journal(conn: &Connection, records: Vec<Path>) -> Result<()> {
     for path in records {
-        match conn.store().delete(&path).await {
+        match retry::send("delete", || conn.store().delete(&path)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(Error::store("delete", conn.uri(&path), e)),
         }
@@ -362,7 +363,7 @@ pub(crate) async fn clean_attempt(
         })?;
 
         // What the key holds now, and whether it is provably this attempt's.
-        let meta = match conn.store().head(&path).await {
+        let meta = match retry::send("head", || conn.store().head(&path)).await {
             Ok(meta) => Some(meta),
             Err(object_store::Error::NotFound { .. }) => None,
             Err(e) => return Err(Error::store("head", conn.uri(&path), e)),
@@ -397,7 +398,7 @@ pub(crate) async fn clean_attempt(
         if let Some(since) = since
             && (f.upload_started.is_some() || conn.is_local_folder())
         {
-            match conn.open_uploads(&path).await {
+            match retry::send("list uploads", || conn.open_uploads(&path)).await {
                 Ok(Some(open)) => {
                     for upload in open {
                         let after = upload.initiated.is_none_or(|t| {
@@ -472,7 +473,7 @@ pub(crate) async fn clean_attempt(
 
 /// Whether the object at `path` is exactly `size` bytes with CRC-64/NVME `crc`.
 pub(crate) async fn holds_crc(conn: &Connection, path: &Path, size: u64, crc: u64) -> Result<bool> {
-    let got = match conn.store().get(path).await {
+    let got = match retry::send("get", || conn.store().get(path)).await {
         Ok(r) => r,
         Err(object_store::Error::NotFound { .. }) => return Ok(false),
         Err(e) => return Err(Error::store("get", conn.uri(path), e)),

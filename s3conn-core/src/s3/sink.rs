@@ -34,6 +34,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{
     Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions,
@@ -55,14 +56,13 @@ use crate::s3::deletion::Committed;
 use crate::s3::journal::{Entry, Journal, Recorded};
 use crate::s3::partition::{PartitionKey, Partitioner, time_range};
 use crate::s3::recovery::{self, Cleanup, holds_crc, list_manifests, manifest_path, read_manifest};
+use crate::s3::retry;
 use crate::sink::{CommitReceipt, CommitRequest, Sink, SyncContext};
 
 /// The smallest multipart part S3 accepts (except the last).
 const MIN_PART_SIZE: usize = 5 << 20;
 /// How many times a taken key or dump id is skipped before giving up.
 const MAX_KEY_ATTEMPTS: u64 = 1000;
-/// How many times a write whose outcome is unknown (a transport error) is sent again.
-const MAX_SENDS: u32 = 4;
 
 /// Builds an [`S3Sink`].
 #[derive(Debug, Clone)]
@@ -243,7 +243,9 @@ impl Config {
     }
 }
 
-/// Put `payload` at `path`, with a Content-Type where the store takes one.
+/// Put `payload` at `path`, with a Content-Type where the store takes one; sent again after
+/// a failure on the way (a `Create` that landed the first time then answers
+/// `AlreadyExists`, which the caller resolves).
 async fn put_object(
     cfg: &Config,
     path: &Path,
@@ -251,36 +253,21 @@ async fn put_object(
     mode: PutMode,
     content_type: &str,
 ) -> object_store::Result<object_store::PutResult> {
-    let mut sends = 1;
-    loop {
-        let attributes = cfg.attributes(content_type);
-        let options = PutOptions {
-            mode: mode.clone(),
-            attributes: attributes.clone(),
-            ..PutOptions::default()
-        };
-        match store(cfg).put_opts(path, payload.clone(), options).await {
-            Err(e) if cfg.refused_attributes(&e, &attributes) => continue,
-            // The client does not send a conditional PUT again after a reset or a timeout
-            // (it may have landed): send it again here; a `Create` that landed the first
-            // time then answers `AlreadyExists`, which the caller resolves.
-            Err(e) if is_transient(&e) && sends < MAX_SENDS => {
-                tracing::info!(path = %path, error = %e, sends, "a put failed on the way; sending it again");
-                tokio::time::sleep(std::time::Duration::from_millis(100 << sends)).await;
-                sends += 1;
+    retry::send("put", || async {
+        loop {
+            let attributes = cfg.attributes(content_type);
+            let options = PutOptions {
+                mode: mode.clone(),
+                attributes: attributes.clone(),
+                ..PutOptions::default()
+            };
+            match store(cfg).put_opts(path, payload.clone(), options).await {
+                Err(e) if cfg.refused_attributes(&e, &attributes) => continue,
+                other => return other,
             }
-            other => return other,
         }
-    }
-}
-
-/// A failure on the way (a reset, a timeout, a server error the client gave up on), after
-/// which the same request may succeed.
-fn is_transient(e: &object_store::Error) -> bool {
-    matches!(
-        e,
-        object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
-    )
+    })
+    .await
 }
 
 fn store(cfg: &Config) -> &Arc<dyn ObjectStore> {
@@ -305,7 +292,7 @@ fn crc_text(crc: u64) -> String {
 
 /// The ETag of the object at `key` when it holds exactly `size` bytes with CRC `crc`.
 async fn holding(cfg: &Config, key: &Path, size: u64, crc: u64) -> Result<Option<Option<String>>> {
-    let meta = match store(cfg).head(key).await {
+    let meta = match retry::send("head", || store(cfg).head(key)).await {
         Ok(meta) => meta,
         Err(object_store::Error::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(Error::store("head", cfg.connection.uri(key), e)),
@@ -470,18 +457,22 @@ impl InProgress {
     }
 
     /// The next key of a stream's partition that this attempt has not named yet.
-    fn next_key(
+    async fn next_key(
         &mut self,
         cfg: &Config,
         stream: &StreamId,
         partition: &PartitionKey,
         opened_at: DateTime<Utc>,
     ) -> Result<Path> {
+        let slot = (stream.clone(), partition.clone());
+        if !self.next_part.contains_key(&slot) {
+            let first = self
+                .first_free_part(cfg, stream, partition, opened_at)
+                .await?;
+            self.next_part.insert(slot.clone(), first);
+        }
         for _ in 0..MAX_KEY_ATTEMPTS {
-            let part = self
-                .next_part
-                .entry((stream.clone(), partition.clone()))
-                .or_insert(0);
+            let part = self.next_part.entry(slot.clone()).or_insert(0);
             let number = *part;
             *part += 1;
             let key = self.render(cfg, stream, partition, opened_at, number)?;
@@ -493,6 +484,56 @@ impl InProgress {
             }
         }
         Err(too_many_attempts(cfg))
+    }
+
+    /// The first part number of a partition whose key no object holds: one listing of the
+    /// folder the keys share, instead of meeting every earlier delivery's file with a
+    /// conditional put that fails. (The conditional puts still decide; this only saves
+    /// requests.) Keys that carry the sync id or a fresh UUID start at 0.
+    async fn first_free_part(
+        &mut self,
+        cfg: &Config,
+        stream: &StreamId,
+        partition: &PartitionKey,
+        opened_at: DateTime<Utc>,
+    ) -> Result<u64> {
+        if cfg.unique_keys {
+            return Ok(0);
+        }
+        let a = self.render(cfg, stream, partition, opened_at, 0)?;
+        let b = self.render(cfg, stream, partition, opened_at, 1)?;
+        let common: usize = a
+            .as_ref()
+            .bytes()
+            .zip(b.as_ref().bytes())
+            .take_while(|(x, y)| x == y)
+            .count();
+        let folder = a
+            .as_ref()
+            .get(..common)
+            .and_then(|c| c.rfind('/'))
+            .and_then(|at| a.as_ref().get(..at))
+            .unwrap_or_default();
+        let folder = Path::from(folder);
+        let taken: HashSet<String> = retry::send("list", || {
+            store(cfg)
+                .list(Some(&folder))
+                .map_ok(|m| m.location.to_string())
+                .try_collect()
+        })
+        .await
+        .map_err(|e| Error::store("list", cfg.connection.uri(&folder), e))?;
+        let mut part = 0;
+        while part <= taken.len() as u64 {
+            if !taken.contains(
+                self.render(cfg, stream, partition, opened_at, part)?
+                    .as_ref(),
+            ) {
+                break;
+            }
+            part += 1;
+        }
+        Ok(part)
     }
 
     /// `key`, or the next key after it that no object holds (for a multipart upload, which
@@ -510,11 +551,11 @@ impl InProgress {
             return Ok(key);
         }
         for _ in 0..MAX_KEY_ATTEMPTS {
-            match store(cfg).head(&key).await {
+            match retry::send("head", || store(cfg).head(&key)).await {
                 Err(object_store::Error::NotFound { .. }) => return Ok(key),
                 Ok(_) => {
                     tracing::info!(key = %key, "key taken; moving to the next part number");
-                    key = self.next_key(cfg, stream, partition, opened_at)?;
+                    key = self.next_key(cfg, stream, partition, opened_at).await?;
                 }
                 Err(e) => return Err(Error::store("head", cfg.connection.uri(&key), e)),
             }
@@ -540,7 +581,7 @@ impl InProgress {
             self.close_file(cfg, index).await?;
         }
         let opened_at = Utc::now();
-        let key = self.next_key(cfg, stream, &partition, opened_at)?;
+        let key = self.next_key(cfg, stream, &partition, opened_at).await?;
         let encoder =
             s3conn_formats::shape::encoder(cfg.format.as_ref(), schema.clone(), &cfg.encode)
                 .map_err(|source| Error::Write {
@@ -689,7 +730,11 @@ impl InProgress {
                 attributes: attributes.clone(),
                 ..PutMultipartOptions::default()
             };
-            match cfg.connection.start_upload(&key, options).await {
+            match retry::send("start upload", || {
+                cfg.connection.start_upload(&key, options.clone())
+            })
+            .await
+            {
                 Ok(started) => break started,
                 Err(e) if cfg.refused_attributes(&e, &attributes) => continue,
                 Err(e) => return Err(Error::store("upload", cfg.connection.uri(&key), e)),
@@ -855,7 +900,7 @@ impl InProgress {
                         )));
                     }
                     tracing::info!(key = %key, "key taken; moving to the next part number");
-                    key = self.next_key(cfg, stream, partition, opened_at)?;
+                    key = self.next_key(cfg, stream, partition, opened_at).await?;
                 }
                 Err(e) => return Err(Error::store("put", cfg.connection.uri(&key), e)),
             }

@@ -27,7 +27,7 @@ use futures::StreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use s3conn_testkit::S3Server;
+use s3conn_testkit::{FaultPlan, FaultProxy, S3Server};
 use serde_json::Value;
 
 /// The reference host binary, built beside the test binaries (`cargo test` builds the
@@ -108,6 +108,9 @@ pub struct Scenario {
     step: std::sync::Mutex<String>,
     read_cache: std::sync::Mutex<BTreeMap<(String, String, u64), Arc<Vec<u64>>>>,
     last_report: std::sync::Mutex<Value>,
+    lease_ttl: std::sync::Mutex<u64>,
+    /// A fault-injecting proxy every request of the host goes through.
+    pub proxy: Option<FaultProxy>,
 }
 
 pub const PIPELINE: &str = "kill";
@@ -154,6 +157,8 @@ impl Scenario {
             step: std::sync::Mutex::new(String::new()),
             read_cache: std::sync::Mutex::new(BTreeMap::new()),
             last_report: std::sync::Mutex::new(Value::Null),
+            lease_ttl: std::sync::Mutex::new(30),
+            proxy: None,
         };
         scenario.write_config();
         scenario
@@ -173,11 +178,18 @@ impl Scenario {
     }
 
     fn connection(&self, prefix: &str) -> String {
+        let (endpoint, client) = match (&self.proxy, &self.server) {
+            (Some(proxy), _) => (
+                proxy.endpoint().to_owned(),
+                "timeout_secs = 3\nmax_retries = 10\nretry_timeout_secs = 300\n",
+            ),
+            (None, Some(server)) => (server.endpoint().to_owned(), "timeout_secs = 5\n"),
+            (None, None) => (String::new(), ""),
+        };
         match &self.server {
             Some(server) => format!(
-                "url = \"s3://{}/{prefix}\"\nendpoint = \"{}\"\nallow_http = true\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\ntimeout_secs = 5\n",
+                "url = \"s3://{}/{prefix}\"\nendpoint = \"{endpoint}\"\nallow_http = true\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n{client}",
                 server.bucket(),
-                server.endpoint(),
                 server.access_key(),
                 server.secret_key()
             ),
@@ -186,6 +198,22 @@ impl Scenario {
                 self.dir.path().join("bucket").display()
             ),
         }
+    }
+
+    /// Send every request of the host through a fault-injecting proxy (S3 only), with
+    /// short client timeouts so that held connections fail fast.
+    pub async fn through_proxy(&mut self, plan: FaultPlan) {
+        let server = self.server.as_ref().expect("a proxy needs the S3 target");
+        self.proxy = Some(FaultProxy::start(server.endpoint(), plan).await);
+        self.write_config();
+    }
+
+    /// Rewrite the config with another lease time to live.
+    pub fn set_lease_ttl(&self, secs: u64) {
+        if let Ok(mut ttl) = self.lease_ttl.lock() {
+            *ttl = secs;
+        }
+        self.write_config();
     }
 
     fn write_config(&self) {
@@ -202,13 +230,14 @@ impl Scenario {
                 "format = \"ndjson\"\ntemplate = \"${{STREAM_NAME}}/part-{{part_number}}{unique}{{format_extension}}\"\ntarget_file_size_mb = 7\npart_size_mb = 5\n"
             ),
         };
+        let ttl = self.lease_ttl.lock().map(|t| *t).unwrap_or(30);
         let mode = if self.case.full_refresh {
             "full_refresh"
         } else {
             "incremental"
         };
         let text = format!(
-            "[pipeline]\nid = \"{PIPELINE}\"\nmode = \"{mode}\"\nlease_ttl_secs = 30\n\n[source]\ntype = \"s3\"\n[source.connection]\n{}\n[[source.streams]]\nname = \"events\"\nprefix = \"events\"\nformat = \"ndjson\"\n\n[sink]\ntype = \"s3\"\n{sink}\n[sink.connection]\n{}\n[state]\ntype = \"local\"\npath = \"{}\"\n",
+            "[pipeline]\nid = \"{PIPELINE}\"\nmode = \"{mode}\"\nlease_ttl_secs = {ttl}\n\n[source]\ntype = \"s3\"\n[source.connection]\n{}\n[[source.streams]]\nname = \"events\"\nprefix = \"events\"\nformat = \"ndjson\"\n\n[sink]\ntype = \"s3\"\n{sink}\n[sink.connection]\n{}\n[state]\ntype = \"local\"\npath = \"{}\"\n",
             self.connection("landing"),
             self.connection(SINK_ROOT),
             self.dir.path().join("state").display()
@@ -354,6 +383,19 @@ impl Scenario {
             .unwrap_or_default()
     }
 
+    /// Start a sync with extra environment variables, its stderr piped.
+    pub fn spawn(&self, env: &[(&str, &str)]) -> Child {
+        let mut command = self.command();
+        command
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        command.spawn().unwrap()
+    }
+
     /// Start a sync and kill it with SIGKILL after `after` (if it is still running).
     /// Returns whether it was killed.
     pub fn kill_after(&self, after: Duration) -> bool {
@@ -410,6 +452,39 @@ impl Scenario {
             .map(|seen| seen.keys().cloned().collect())
             .unwrap_or_default()
     }
+}
+
+/// Read `child`'s stderr until a line contains `marker`; returns whether the marker came,
+/// the lines read, and a handle to the rest of stderr (read in the background).
+pub fn wait_for(
+    child: &mut Child,
+    marker: &str,
+) -> (bool, Vec<String>, std::thread::JoinHandle<Vec<String>>) {
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    let mut found = false;
+    for line in lines.by_ref() {
+        let Ok(line) = line else { break };
+        let hit = line.contains(marker);
+        seen.push(line);
+        if hit {
+            found = true;
+            break;
+        }
+    }
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect());
+    (found, seen, rest)
+}
+
+/// Send `signal` (`STOP`, `CONT`, `KILL`) to a child.
+pub fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {}", child.id());
 }
 
 fn kill(child: &mut Child) {
