@@ -1,12 +1,15 @@
 //! Shared inputs for s3conn's benchmarks: realistic events as NDJSON, CSV-like text and JSON
 //! arrays, as Arrow batches, and as an endless stream of bytes ([`Generated`]) for
-//! measurements on inputs too large to hold.
+//! measurements on inputs too large to hold; and the counting of the S3 sink's protocol
+//! requests ([`protocol`]).
 
 use std::io::Read;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
+
+pub mod protocol;
 
 /// One event as NDJSON: nested values, a list, nulls, unicode.
 pub fn event_line(i: u64) -> String {
