@@ -1483,7 +1483,16 @@ impl Connection {
         self.uploads.open(prefix).await
     }
 
-    /// Abort the upload `id` of `key` (one that is gone already is not an error).
+    /// Whether upload `id` (started with [`start_upload`](Self::start_upload)) created the
+    /// object now at `key`: `Some` where the store can tell — a local folder keeps a
+    /// completed upload's staging file linked to the new file until
+    /// [`abort_upload`](Self::abort_upload) releases it — `None` elsewhere.
+    pub async fn upload_created(&self, key: &Path, id: &str) -> object_store::Result<Option<bool>> {
+        self.uploads.completed(key, id).await
+    }
+
+    /// Abort the upload `id` of `key` (one that is gone already is not an error); for a
+    /// completed upload on a local folder, release its staging file.
     pub async fn abort_upload(&self, key: &Path, id: &str) -> object_store::Result<()> {
         self.uploads.abort(key, id).await
     }

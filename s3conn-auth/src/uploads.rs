@@ -10,7 +10,7 @@
 //! | connection | id | completion | open uploads |
 //! |---|---|---|---|
 //! | S3 | S3's upload id | `If-None-Match: *` (see the HTTP layer) | `ListMultipartUploads` |
-//! | local folder | the staging file's suffix (`key#<digits>`) | hard link: fails if the file exists | the staging files |
+//! | local folder | the staging file's suffix (`key#<digits>`) | hard link: fails if the file exists; the staging file stays linked until released, proving whose file it is | the staging files |
 //! | any other store ([`Connection::new`]) | none | object_store's own (unconditional) | not listed |
 //!
 //! [`Connection::new`]: crate::Connection::new
@@ -164,6 +164,26 @@ impl Uploads {
                     .map_err(|e| generic(format!("listing local uploads failed: {e}")))?
             }
             Self::Store => Ok(None),
+        }
+    }
+
+    /// Whether upload `id` created the object at `key`: `Some` where the store can tell (a
+    /// local folder, until the upload is released), `None` elsewhere.
+    pub(crate) async fn completed(
+        &self,
+        key: &Path,
+        id: &str,
+    ) -> object_store::Result<Option<bool>> {
+        match self {
+            Self::Local { root } => {
+                if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(generic(format!("`{id}` is not a local upload id")));
+                }
+                let staging = staging_path(root, key, id);
+                let dest = root.join(key.as_ref());
+                Ok(Some(same_file(&staging, &dest)))
+            }
+            Self::S3 { .. } | Self::Store => Ok(None),
         }
     }
 
@@ -516,6 +536,21 @@ fn write_at(file: &File, data: &[u8], offset: u64) -> std::io::Result<()> {
     file.write_all(data)
 }
 
+/// Whether two paths name the same file (both exist, one inode).
+#[cfg(unix)]
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &std::path::Path, _: &std::path::Path) -> bool {
+    false
+}
+
 /// The ETag object_store's local store reports for a file.
 fn local_e_tag(metadata: &std::fs::Metadata) -> String {
     #[cfg(unix)]
@@ -556,17 +591,20 @@ impl MultipartUpload for LocalUpload {
         let staging = self.staging.clone();
         let dest = self.dest.clone();
         tokio::task::spawn_blocking(move || {
-            let linked = std::fs::hard_link(&staging, &dest);
-            let _ = std::fs::remove_file(&staging);
-            match linked {
+            // The staging file stays linked beside the new file until the caller releases
+            // it (`abort_upload`): while both exist, `Uploads::completed` proves whose file
+            // it is.
+            match std::fs::hard_link(&staging, &dest) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let _ = std::fs::remove_file(&staging);
                     return Err(object_store::Error::AlreadyExists {
                         path: dest.display().to_string(),
                         source: Box::new(e),
                     });
                 }
                 Err(e) => {
+                    let _ = std::fs::remove_file(&staging);
                     return Err(generic(format!(
                         "cannot move the upload into `{}`: {e}",
                         dest.display()
@@ -699,6 +737,13 @@ mod tests {
         assert_eq!(meta.e_tag, result.e_tag, "the ETag object_store reports");
         let body = store.get(&key).await.unwrap().bytes().await.unwrap();
         assert_eq!(&body[..], b"hello world");
+        // Until released, the staging file proves the new file is this upload's.
+        #[cfg(unix)]
+        assert_eq!(uploads.completed(&key, &id).await.unwrap(), Some(true));
+        uploads.abort(&key, &id).await.unwrap();
+        assert_eq!(uploads.completed(&key, &id).await.unwrap(), Some(false));
+        let body = store.get(&key).await.unwrap().bytes().await.unwrap();
+        assert_eq!(&body[..], b"hello world", "releasing leaves the file");
         assert!(
             uploads
                 .open(&Path::from("t"))

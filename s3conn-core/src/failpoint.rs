@@ -13,6 +13,7 @@
 //!
 //! The points, in protocol order: `lease.acquired`, `sink.cleanup.step`,
 //! `sink.journal.after_write`, `sink.file.before_put`, `sink.file.after_put`,
+//! `sink.upload.started` (the store made the upload; its id is not recorded yet),
 //! `sink.upload.after_start`, `sink.upload.after_part`, `sink.upload.before_complete`,
 //! `sink.upload.after_complete`, `pipeline.before_commit`, `sink.commit.before_manifest`,
 //! `sink.commit.after_manifest`, `sink.retire.step`, `pipeline.after_commit`,
@@ -25,6 +26,7 @@ pub const POINTS: &[&str] = &[
     "sink.journal.after_write",
     "sink.file.before_put",
     "sink.file.after_put",
+    "sink.upload.started",
     "sink.upload.after_start",
     "sink.upload.after_part",
     "sink.upload.before_complete",

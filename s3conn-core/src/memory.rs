@@ -165,6 +165,7 @@ impl Sink for MemorySink {
     }
 
     async fn commit(&mut self, request: &CommitRequest) -> Result<CommitReceipt> {
+        request.check_fence().await?;
         let mut inner = lock(&self.inner)?;
         let (ctx, staged) = inner
             .staged

@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::lease::{DEFAULT_LEASE_TTL, Lease};
 use crate::record::{StreamId, SyncMode};
-use crate::sink::{CommitRequest, Sink, SyncContext};
+use crate::sink::{CommitRequest, Fence, Sink, SyncContext};
 use crate::source::{Notice, ReadRequest, Source, SourceMessage, SourceState};
 use crate::state::{StateStore, StateVersion, validate_key};
 
@@ -233,6 +233,7 @@ impl<S: Source, K: Sink, T: StateStore> Pipeline<S, K, T> {
                     progress,
                     ..
                 } = &mut *self;
+                let (confirms, requests) = tokio::sync::mpsc::channel(1);
                 let run = Run {
                     id,
                     source,
@@ -242,9 +243,10 @@ impl<S: Source, K: Sink, T: StateStore> Pipeline<S, K, T> {
                     modes,
                     progress: progress.as_ref(),
                     lease: &lease,
+                    fence: lease_fence(confirms, id.clone()),
                 };
                 let sync = run.sync(&sync_id, started, &mut report, &mut committed);
-                let renew = keep_renewed(&lease, &*state);
+                let renew = keep_renewed(&lease, &*state, requests);
                 tokio::pin!(sync);
                 tokio::pin!(renew);
                 tokio::select! {
@@ -324,22 +326,84 @@ impl<S: Source, K: Sink, T: StateStore> Pipeline<S, K, T> {
     }
 }
 
-/// Renew `lease` until it is lost; returns why.
+/// A request to confirm the lease now, and where to answer.
+type Confirm = tokio::sync::oneshot::Sender<Result<()>>;
+
+/// Renew `lease` until it is lost (returns why), and confirm it on request.
 async fn keep_renewed<T: StateStore + ?Sized>(
     lease: &tokio::sync::Mutex<Lease>,
     state: &T,
+    mut confirms: tokio::sync::mpsc::Receiver<Confirm>,
 ) -> Error {
     loop {
         let every = lease.lock().await.renew_every();
-        tokio::time::sleep(every).await;
-        let mut held = lease.lock().await;
-        match held.renew(state).await {
-            Ok(()) => {}
-            Err(e @ Error::LeaseLost { .. }) => return e,
-            // The check before the commit refuses to commit on a lease that went stale.
-            Err(e) => tracing::warn!(error = %e, "could not renew the lease; trying again"),
+        tokio::select! {
+            () = tokio::time::sleep(every) => {
+                let mut held = lease.lock().await;
+                match held.renew(state).await {
+                    Ok(()) => {}
+                    Err(e @ Error::LeaseLost { .. }) => return e,
+                    // The check before the commit refuses to commit on a lease that went
+                    // stale.
+                    Err(e) => tracing::warn!(error = %e, "could not renew the lease; trying again"),
+                }
+            }
+            Some(reply) = confirms.recv() => {
+                let outcome = lease.lock().await.confirm(state).await;
+                let _ = reply.send(outcome);
+            }
         }
     }
+}
+
+/// A fence that asks the renewal loop to confirm the lease.
+fn lease_fence(confirms: tokio::sync::mpsc::Sender<Confirm>, pipeline: String) -> Fence {
+    Fence::new(move || {
+        let confirms = confirms.clone();
+        let pipeline = pipeline.clone();
+        Box::pin(async move {
+            let gone = || Error::LeaseLost {
+                pipeline: pipeline.clone(),
+                reason: "the run's lease keeper stopped".into(),
+            };
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            confirms.send(reply).await.map_err(|_| gone())?;
+            answer.await.map_err(|_| gone())?
+        })
+    })
+}
+
+/// The pipeline's stored state and its version.
+async fn load_state<T: StateStore + ?Sized>(
+    state: &T,
+    id: &str,
+) -> Result<(StoredState, Option<StateVersion>)> {
+    match state.load(id).await? {
+        None => Ok((StoredState::default(), None)),
+        Some(v) => {
+            let stored = serde_json::from_slice(&v.value).map_err(|e| Error::State {
+                key: id.to_owned(),
+                reason: e.to_string(),
+            })?;
+            Ok((stored, Some(v.version)))
+        }
+    }
+}
+
+/// Save the pipeline's state over version `expected`.
+async fn save_state<T: StateStore + ?Sized>(
+    state: &T,
+    id: &str,
+    stored: &StoredState,
+    expected: Option<StateVersion>,
+) -> Result<StateVersion> {
+    let mut stored = stored.clone();
+    stored.version = 1;
+    let bytes = serde_json::to_vec(&stored).map_err(|e| Error::State {
+        key: id.to_owned(),
+        reason: e.to_string(),
+    })?;
+    state.save(id, Bytes::from(bytes), expected).await
 }
 
 /// One run's borrowed parts.
@@ -352,6 +416,8 @@ struct Run<'a, S, K, T: ?Sized> {
     modes: &'a HashMap<String, SyncMode>,
     progress: Option<&'a ProgressFn>,
     lease: &'a tokio::sync::Mutex<Lease>,
+    /// Confirms the lease right before the sink makes the delivery visible.
+    fence: Fence,
 }
 
 impl<S: Source, K: Sink, T: StateStore + ?Sized> Run<'_, S, K, T> {
@@ -363,35 +429,6 @@ impl<S: Source, K: Sink, T: StateStore + ?Sized> Run<'_, S, K, T> {
             .unwrap_or(self.default_mode)
     }
 
-    async fn load_state(&self) -> Result<(StoredState, Option<StateVersion>)> {
-        match self.state.load(&self.id).await? {
-            None => Ok((StoredState::default(), None)),
-            Some(v) => {
-                let stored = serde_json::from_slice(&v.value).map_err(|e| Error::State {
-                    key: self.id.to_owned(),
-                    reason: e.to_string(),
-                })?;
-                Ok((stored, Some(v.version)))
-            }
-        }
-    }
-
-    async fn save_state(
-        &self,
-        stored: &StoredState,
-        expected: Option<StateVersion>,
-    ) -> Result<StateVersion> {
-        let mut stored = stored.clone();
-        stored.version = 1;
-        let bytes = serde_json::to_vec(&stored).map_err(|e| Error::State {
-            key: self.id.to_owned(),
-            reason: e.to_string(),
-        })?;
-        self.state
-            .save(&self.id, Bytes::from(bytes), expected)
-            .await
-    }
-
     async fn sync(
         self,
         sync_id: &str,
@@ -399,10 +436,10 @@ impl<S: Source, K: Sink, T: StateStore + ?Sized> Run<'_, S, K, T> {
         report: &mut SyncReport,
         committed: &mut bool,
     ) -> Result<()> {
-        let (mut stored, mut version) = self.load_state().await?;
+        let (mut stored, mut version) = load_state(self.state, self.id).await?;
 
         if let Some(pending) = stored.pending.take() {
-            let done = self.sink.committed_checkpoint(&self.id).await?;
+            let done = self.sink.committed_checkpoint(self.id).await?;
             if done.is_some_and(|seq| seq >= pending.seq) {
                 tracing::info!(
                     seq = pending.seq,
@@ -417,7 +454,7 @@ impl<S: Source, K: Sink, T: StateStore + ?Sized> Run<'_, S, K, T> {
                     pending.seq
                 );
             }
-            version = Some(self.save_state(&stored, version).await?);
+            version = Some(save_state(self.state, self.id, &stored, version).await?);
         }
 
         let mut ctx = SyncContext::new(self.id).with_started_at(started);
@@ -479,16 +516,19 @@ impl<S: Source, K: Sink, T: StateStore + ?Sized> Run<'_, S, K, T> {
             source: latest.or_else(|| stored.committed.as_ref().and_then(|c| c.source.clone())),
         };
         stored.pending = Some(checkpoint.clone());
-        let version = self.save_state(&stored, version).await?;
+        let version = save_state(self.state, self.id, &stored, version).await?;
         failpoint::hit("pipeline.before_commit");
 
-        let receipt = self.sink.commit(&CommitRequest::checkpoint(seq)).await?;
+        let receipt = self
+            .sink
+            .commit(&CommitRequest::checkpoint(seq).with_fence(self.fence.clone()))
+            .await?;
         *committed = true;
         failpoint::hit("pipeline.after_commit");
 
         stored.committed = Some(checkpoint);
         stored.pending = None;
-        self.save_state(&stored, Some(version)).await?;
+        save_state(self.state, self.id, &stored, Some(version)).await?;
         failpoint::hit("pipeline.after_state_save");
 
         report.rows = receipt.rows();

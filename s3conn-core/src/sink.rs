@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use s3conn_auth::http::RequestStats;
 use s3conn_layout::report::StreamReport;
 use s3conn_layout::{FileRecord, SyncReport};
@@ -78,6 +79,10 @@ impl SyncContext {
 pub struct CommitRequest {
     /// The pipeline checkpoint sequence number this delivery commits.
     pub checkpoint: Option<u64>,
+    /// Checked by the sink right before it makes the delivery visible (the manifest put):
+    /// an error stops the commit. The [`Pipeline`](crate::Pipeline) passes one that renews
+    /// its lease, so that a run that lost its lease while closing files does not commit.
+    pub fence: Option<Fence>,
 }
 
 impl CommitRequest {
@@ -85,7 +90,45 @@ impl CommitRequest {
     pub fn checkpoint(seq: u64) -> Self {
         Self {
             checkpoint: Some(seq),
+            fence: None,
         }
+    }
+
+    /// With a fence to check right before the delivery becomes visible.
+    pub fn with_fence(mut self, fence: Fence) -> Self {
+        self.fence = Some(fence);
+        self
+    }
+
+    /// Check the fence, if any.
+    pub async fn check_fence(&self) -> Result<()> {
+        match &self.fence {
+            Some(fence) => fence.check().await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// A check a sink runs right before it makes a delivery visible; see
+/// [`CommitRequest::fence`].
+#[derive(Clone)]
+pub struct Fence(Arc<dyn Fn() -> BoxFuture<'static, Result<()>> + Send + Sync>);
+
+impl Fence {
+    /// A fence that runs `check`.
+    pub fn new(check: impl Fn() -> BoxFuture<'static, Result<()>> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(check))
+    }
+
+    /// Run the check.
+    pub async fn check(&self) -> Result<()> {
+        (self.0)().await
+    }
+}
+
+impl fmt::Debug for Fence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Fence")
     }
 }
 

@@ -14,7 +14,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::print_stderr
+    clippy::print_stderr,
+    clippy::indexing_slicing
 )]
 
 mod host;
@@ -55,7 +56,14 @@ fn plan(case: &Case) -> Vec<(&'static str, u64)> {
     let mut steps = Vec::new();
     for &point in POINTS {
         let applies = match point {
+            // Killed after S3 made an upload and before its id is recorded, the next run
+            // finds it with ListMultipartUploads, which s3s-fs does not implement: this
+            // step runs on moto (below).
+            "sink.upload.started" => {
+                case.output == Output::NdjsonMultipart && case.target != Target::S3
+            }
             p if p.starts_with("sink.upload.") => case.output == Output::NdjsonMultipart,
+            _ if case.target == Target::Moto => false,
             "sink.retire.step" => case.full_refresh,
             // Reached only after a crash: covered by the clean-up chain below.
             "sink.cleanup.step" => false,
@@ -76,6 +84,10 @@ fn plan(case: &Case) -> Vec<(&'static str, u64)> {
 }
 
 async fn named_steps(case: Case) {
+    named_steps_of(case.clone(), plan(&case)).await;
+}
+
+async fn named_steps_of(case: Case, steps: Vec<(&'static str, u64)>) {
     if let Ok(only) = std::env::var("S3CONN_KILL_CASE")
         && !case.name().contains(&only)
     {
@@ -83,7 +95,6 @@ async fn named_steps(case: Case) {
     }
     let mut s = Scenario::new(case.clone()).await;
     let mut reached = 0;
-    let steps = plan(&case);
     for (i, (point, n)) in steps.iter().enumerate() {
         // Something new for every sync (the first kill hits the first delivery).
         s.land(if i == 0 {
@@ -236,4 +247,16 @@ async fn killed_at_every_named_step_on_loopback_s3() {
 async fn killed_at_random_moments() {
     let jobs: Vec<_> = (1..=seeds()).map(random_seed).collect();
     two_at_a_time(jobs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 6)]
+async fn killed_while_uploading_on_moto() {
+    // moto lists open uploads: an upload whose id was never recorded is found and aborted.
+    two_at_a_time(vec![named_steps(case(
+        Target::Moto,
+        Output::NdjsonMultipart,
+        false,
+        false,
+    ))])
+    .await;
 }

@@ -12,7 +12,7 @@
 //! object rewritten whole for every key, its bytes growing with the square of the file
 //! count). Entries that must be durable before a step (an intent to create an object, an
 //! upload id, the dump id being claimed) are written at once; entries that only make the
-//! clean-up cheaper (`Created`) ride along with the next record.
+//! clean-up cheaper (`Created`, on S3) ride along with the next record.
 
 use std::collections::BTreeMap;
 
@@ -40,23 +40,15 @@ pub(crate) enum Entry {
         pipeline_id: String,
         unique_keys: bool,
     },
-    /// About to create `key` with one PUT of exactly these bytes.
-    Put { key: String, size: u64, crc: u64 },
+    /// About to create `key` with one PUT (carrying this attempt's id as metadata, where
+    /// the store keeps metadata).
+    Put { key: String },
     /// About to start a multipart upload of `key`.
     UploadStart { key: String },
     /// The multipart upload of `key` has this id.
     Upload { key: String, id: String },
-    /// About to complete the upload of `key`, whose bytes are these.
-    Complete { key: String, size: u64, crc: u64 },
-    /// `key` was created by this attempt and had `e_tag`; `adopted`: it was found holding
-    /// exactly the bytes this attempt meant to write (a retry whose first answer was lost,
-    /// or another writer's identical file), so it is not provably this attempt's own.
-    Created {
-        key: String,
-        e_tag: Option<String>,
-        #[serde(default)]
-        adopted: bool,
-    },
+    /// `key` was created by this attempt and had `e_tag`.
+    Created { key: String, e_tag: Option<String> },
     /// About to claim manifest `dump_id`.
     Commit { dump_id: u64 },
     /// Written by the clean-up of an attempt: the upload of `key` completed into a file of
@@ -69,10 +61,9 @@ impl Entry {
     /// The data key the entry is about, if any.
     pub(crate) fn key(&self) -> Option<&str> {
         match self {
-            Self::Put { key, .. }
+            Self::Put { key }
             | Self::UploadStart { key }
             | Self::Upload { key, .. }
-            | Self::Complete { key, .. }
             | Self::Created { key, .. }
             | Self::UploadDone { key } => Some(key),
             Self::Begin { .. } | Self::Commit { .. } => None,
@@ -85,13 +76,6 @@ struct Record {
     version: u32,
     sync_id: String,
     entries: Vec<Entry>,
-}
-
-/// An entry as read back, with the time its record was stored (the store's clock).
-#[derive(Debug, Clone)]
-pub(crate) struct Recorded {
-    pub(crate) entry: Entry,
-    pub(crate) at: DateTime<Utc>,
 }
 
 /// The journal an attempt appends to.
@@ -252,9 +236,9 @@ pub(crate) async fn read(
     conn: &s3conn_auth::Connection,
     sync_id: &str,
     records: &[(Path, DateTime<Utc>)],
-) -> Result<Vec<Recorded>> {
+) -> Result<Vec<Entry>> {
     let mut entries = Vec::new();
-    for (path, at) in records {
+    for (path, _) in records {
         let got = retry::send("get journal record", || async {
             conn.store().get(path).await?.bytes().await
         })
@@ -277,12 +261,7 @@ pub(crate) async fn read(
                 ),
             });
         }
-        entries.extend(
-            record
-                .entries
-                .into_iter()
-                .map(|entry| Recorded { entry, at: *at }),
-        );
+        entries.extend(record.entries);
     }
     Ok(entries)
 }
@@ -300,24 +279,17 @@ mod tests {
             },
             Entry::Put {
                 key: "t/part-0.parquet".into(),
-                size: 10,
-                crc: 7,
             },
             Entry::Created {
                 key: "t/part-0.parquet".into(),
                 e_tag: Some("\"abc\"".into()),
-                adopted: false,
             },
             Entry::UploadStart { key: "t/1".into() },
             Entry::Upload {
                 key: "t/1".into(),
                 id: "u".into(),
             },
-            Entry::Complete {
-                key: "t/1".into(),
-                size: 1,
-                crc: 2,
-            },
+            Entry::UploadDone { key: "t/1".into() },
             Entry::Commit { dump_id: 3 },
         ];
         let json = serde_json::to_string(&Record {

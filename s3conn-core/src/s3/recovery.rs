@@ -9,36 +9,34 @@
 //! 2. **Abort its uploads**: every recorded upload id, and, for an upload that was being
 //!    started when the process died (no id recorded yet), the open uploads of that key that
 //!    began after the journal said so (where the store can list them).
-//! 3. **Delete what it provably created and no manifest lists**:
-//!    - `created` with an ETag, and the object still has that ETag;
-//!    - `put`/`complete` (the exact size and CRC-64 of what it was about to write) without
-//!      `created` (killed between the write and the record): the object holds exactly those
-//!      bytes and was stored after the entry.
+//! 3. **Delete what it provably created and no manifest lists.** The proof is one of:
+//!    - the key carries the attempt's sync id or a UUID it drew (`unique_keys`);
+//!    - a `created` entry, and the object still has the ETag recorded there;
+//!    - the object's metadata names the attempt (S3: every data file carries
+//!      `x-amz-meta-s3conn-attempt`);
+//!    - on a local folder, the attempt's upload is still linked to the file (a completed
+//!      upload's staging file stays until the `created` entry is durable).
 //!
-//!    Anything else is left in place and reported: a file that changed since, a file found
-//!    holding this attempt's bytes that it may not have written (`adopted`). Every deletion
-//!    goes through the [`Guard`], which refuses files a committed manifest lists.
+//!    Nothing else counts — equal bytes are not a proof: two pipelines can write the same
+//!    bytes to one key. A file that changed since the attempt wrote it is left and reported.
+//!    Every deletion goes through the [`Guard`], which refuses files a committed manifest
+//!    lists.
 //! 4. **Finish a full refresh** it committed: retire the earlier generations.
 //! 5. Delete the journal.
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, Duration, Utc};
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStoreExt};
+use object_store::{Attribute, GetOptions, ObjectMeta, ObjectStoreExt};
 use s3conn_auth::Connection;
 use s3conn_layout::Manifest;
 use s3conn_layout::manifest::{MANIFEST_DIR, manifest_file_name, parse_manifest_file_name};
 
 use crate::error::{Error, Result};
 use crate::s3::deletion::{Committed, Guard, Outcome, Why};
-use crate::s3::journal::{self, Entry, Journal, Recorded};
+use crate::s3::journal::{self, Entry, Journal};
 use crate::s3::retry;
-
-/// How much earlier than its journal entry an object or upload may be stamped and still
-/// count as written after it (store clocks round to the second).
-const CLOCK_SLACK_SECS: i64 = 2;
 
 /// The folder of s3conn's own bookkeeping under the sink's root.
 pub(crate) const INTERNAL_DIR: &str = "_s3conn";
@@ -262,14 +260,38 @@ pub(crate) async fn delete_journal(conn: &Connection, records: Vec<Path>) -> Res
 /// Everything an attempt's journal says about one key.
 #[derive(Debug, Default)]
 struct Facts {
-    /// `put`/`complete`: the bytes it meant to write, and when it said so.
-    intended: Vec<(u64, u64, DateTime<Utc>)>,
+    /// A `put` or `upload_start`: the attempt was about to create the key.
+    intended: bool,
     created: Vec<Option<String>>,
-    adopted: bool,
-    upload_started: Option<DateTime<Utc>>,
+    upload_started: bool,
     upload_ids: Vec<String>,
     /// A clean-up found the upload completed into this attempt's file.
     upload_done: bool,
+}
+
+/// The metadata key that names the attempt that wrote a data file.
+pub(crate) const ATTEMPT_METADATA: &str = "s3conn-attempt";
+
+/// What the object at `path` is: its metadata and the attempt it names, if any.
+pub(crate) async fn inspect(
+    conn: &Connection,
+    path: &Path,
+) -> Result<Option<(ObjectMeta, Option<String>)>> {
+    let options = GetOptions {
+        head: true,
+        ..GetOptions::default()
+    };
+    match retry::send("head", || conn.store().get_opts(path, options.clone())).await {
+        Ok(got) => {
+            let attempt = got
+                .attributes
+                .get(&Attribute::Metadata(ATTEMPT_METADATA.into()))
+                .map(|v| v.to_string());
+            Ok(Some((got.meta, attempt)))
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(Error::store("head", conn.uri(path), e)),
+    }
 }
 
 /// Finish one attempt, from its entries (read back, or an in-process abort's own).
@@ -277,7 +299,7 @@ pub(crate) async fn clean_attempt(
     conn: &Connection,
     pipeline_id: &str,
     sync_id: &str,
-    entries: &[Recorded],
+    entries: &[Entry],
     journal: &mut Journal,
     manifests: &[(u64, Manifest)],
     committed: &mut Committed,
@@ -285,7 +307,7 @@ pub(crate) async fn clean_attempt(
     let mut report = Cleanup::default();
     let unique_keys = entries.iter().any(|r| {
         matches!(
-            &r.entry,
+            &r,
             Entry::Begin {
                 unique_keys: true,
                 ..
@@ -296,7 +318,7 @@ pub(crate) async fn clean_attempt(
     // 1. Did it commit?
     let mut own: Option<(u64, Manifest)> = None;
     for r in entries.iter().rev() {
-        if let Entry::Commit { dump_id } = r.entry {
+        if let Entry::Commit { dump_id } = *r {
             let manifest = match manifests.iter().find(|(id, _)| *id == dump_id) {
                 Some((_, m)) => Some(m.clone()),
                 None => read_manifest(conn, dump_id).await?,
@@ -322,24 +344,17 @@ pub(crate) async fn clean_attempt(
     let mut order: Vec<String> = Vec::new();
     let mut facts: HashMap<String, Facts> = HashMap::new();
     for r in entries {
-        let Some(key) = r.entry.key() else { continue };
+        let Some(key) = r.key() else { continue };
         let f = facts.entry(key.to_owned()).or_insert_with(|| {
             order.push(key.to_owned());
             Facts::default()
         });
-        match &r.entry {
-            Entry::Put { size, crc, .. } | Entry::Complete { size, crc, .. } => {
-                f.intended.push((*size, *crc, r.at));
-            }
-            Entry::Created { e_tag, adopted, .. } => {
-                if *adopted {
-                    f.adopted = true;
-                } else {
-                    f.created.push(e_tag.clone());
-                }
-            }
+        match &r {
+            Entry::Put { .. } => f.intended = true,
+            Entry::Created { e_tag, .. } => f.created.push(e_tag.clone()),
             Entry::UploadStart { .. } => {
-                f.upload_started.get_or_insert(r.at);
+                f.intended = true;
+                f.upload_started = true;
             }
             Entry::Upload { id, .. } => f.upload_ids.push(id.clone()),
             Entry::UploadDone { .. } => f.upload_done = true,
@@ -350,7 +365,7 @@ pub(crate) async fn clean_attempt(
     // A local folder's manifest put killed half-way leaves a staging file beside it.
     if conn.is_local_folder() {
         for r in entries {
-            if let Entry::Commit { dump_id } = r.entry {
+            if let Entry::Commit { dump_id } = *r {
                 sweep_staging(conn, &manifest_path(conn, dump_id)?, &mut report).await?;
             }
         }
@@ -363,55 +378,82 @@ pub(crate) async fn clean_attempt(
         })?;
 
         // What the key holds now, and whether it is provably this attempt's.
-        let meta = match retry::send("head", || conn.store().head(&path)).await {
-            Ok(meta) => Some(meta),
-            Err(object_store::Error::NotFound { .. }) => None,
-            Err(e) => return Err(Error::store("head", conn.uri(&path), e)),
-        };
-        let proven = match &meta {
-            None => false,
-            Some(meta) if f.created.iter().any(|t| t.is_some() && *t == meta.e_tag) => true,
-            Some(meta) => match f.intended.iter().find(|(size, _, _)| *size == meta.size) {
-                Some(&(size, crc, at)) => {
-                    let stored_after = unique_keys
-                        || meta.last_modified >= at - Duration::seconds(CLOCK_SLACK_SECS);
-                    stored_after && holds_crc(conn, &path, size, crc).await?
+        let found = inspect(conn, &path).await?;
+        let mut linked = false;
+        if found.is_some() {
+            for id in &f.upload_ids {
+                if conn
+                    .upload_created(&path, id)
+                    .await
+                    .map_err(|e| Error::store("inspect upload", conn.uri(&path), e))?
+                    == Some(true)
+                {
+                    linked = true;
                 }
-                None => false,
-            },
-        };
-
-        // 2. Uploads: a recorded one that did not complete into this very file, then any
-        // open one started after the journal said so (an id not recorded yet, a local
-        // folder's staging files).
+            }
+        }
+        let proven = found.as_ref().is_some_and(|(meta, attempt)| {
+            unique_keys
+                || f.created.iter().any(|t| t.is_some() && *t == meta.e_tag)
+                || attempt.as_deref() == Some(sync_id)
+                || linked
+        });
         let completed = f.upload_done || (proven && !f.upload_ids.is_empty());
-        if !completed {
+
+        // 2. Delete what it provably created and no manifest lists (before its uploads: on
+        // a local folder the upload is the proof).
+        if let Some((meta, _)) = &found
+            && !keep.contains(key)
+            // Committed (by another delivery): not an orphan.
+            && !committed.lists(key, meta.e_tag.as_deref())
+        {
+            if proven {
+                // On S3, once the file is gone nothing shows that its upload completed (and
+                // some servers refuse to abort a completed upload): say so first.
+                if completed && !f.upload_done && !conn.is_local_folder() {
+                    journal
+                        .write(
+                            conn,
+                            Entry::UploadDone {
+                                key: key.to_owned(),
+                            },
+                        )
+                        .await?;
+                }
+                if guard.delete(key, Why::Orphan).await? == Outcome::Deleted {
+                    tracing::debug!(%key, %sync_id, "deleted a file of an attempt that did not commit");
+                }
+            } else if !f.created.is_empty() {
+                guard.leave(
+                    key,
+                    "it changed after an attempt that did not commit wrote it",
+                );
+            }
+        }
+
+        // 3. Uploads: a recorded one (on a local folder also a completed one, whose staging
+        // file is released), then any open one of the key (an id not recorded yet, a local
+        // folder's staging files).
+        if !completed || conn.is_local_folder() {
             for id in &f.upload_ids {
                 abort(conn, &path, id, &mut report, &mut guard).await;
             }
         }
-        let first_intent = f.intended.iter().map(|(_, _, at)| *at).min();
-        let since = match (f.upload_started, first_intent) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        if let Some(since) = since
-            && (f.upload_started.is_some() || conn.is_local_folder())
-        {
+        if f.intended && (f.upload_started || conn.is_local_folder()) {
+            // Any open upload of this key goes: an upload is never part of committed data,
+            // and if another writer's went too, its completion fails and it tries again.
+            // (Start times are not compared: some servers report fixed ones.)
             match retry::send("list uploads", || conn.open_uploads(&path)).await {
                 Ok(Some(open)) => {
                     for upload in open {
-                        let after = upload.initiated.is_none_or(|t| {
-                            unique_keys || t >= since - Duration::seconds(CLOCK_SLACK_SECS)
-                        });
-                        if upload.key != path || !after || f.upload_ids.contains(&upload.id) {
+                        if upload.key != path || f.upload_ids.contains(&upload.id) {
                             continue;
                         }
                         abort(conn, &path, &upload.id, &mut report, &mut guard).await;
                     }
                 }
                 Ok(None) => {
-                    if f.upload_started.is_some() && f.upload_ids.is_empty() {
+                    if f.upload_started && f.upload_ids.is_empty() {
                         tracing::warn!(%key, "an upload was being started when the attempt stopped and this store cannot list open uploads: abort it with a lifecycle rule (AbortIncompleteMultipartUpload)");
                     }
                 }
@@ -421,44 +463,6 @@ pub(crate) async fn clean_attempt(
                 }
             }
         }
-
-        // 3. Delete what it provably created and no manifest lists.
-        let Some(meta) = meta else { continue };
-        if keep.contains(key) {
-            continue;
-        }
-        // Committed (found holding this attempt's bytes, and committed by another
-        // delivery): not an orphan.
-        if committed.lists(key, meta.e_tag.as_deref()) {
-            continue;
-        }
-        if proven {
-            // Once the file is gone nothing shows that its upload completed: say so first.
-            if completed && !f.upload_done {
-                journal
-                    .write(
-                        conn,
-                        Entry::UploadDone {
-                            key: key.to_owned(),
-                        },
-                    )
-                    .await?;
-            }
-            if guard.delete(key, Why::Orphan).await? == Outcome::Deleted {
-                tracing::debug!(%key, %sync_id, "deleted a file of an attempt that did not commit");
-            }
-        } else if f.adopted {
-            guard.leave(
-                key,
-                "it held the bytes an attempt that did not commit meant to write, but that attempt may not have written it",
-            );
-        } else if !f.created.is_empty() {
-            guard.leave(
-                key,
-                "it changed after an attempt that did not commit wrote it",
-            );
-        }
-        // Otherwise it is someone else's object: the attempt never wrote it.
     }
     report.absorb(&guard);
 
@@ -469,28 +473,6 @@ pub(crate) async fn clean_attempt(
         report.left.extend(retired.left);
     }
     Ok(report)
-}
-
-/// Whether the object at `path` is exactly `size` bytes with CRC-64/NVME `crc`.
-pub(crate) async fn holds_crc(conn: &Connection, path: &Path, size: u64, crc: u64) -> Result<bool> {
-    let got = match retry::send("get", || conn.store().get(path)).await {
-        Ok(r) => r,
-        Err(object_store::Error::NotFound { .. }) => return Ok(false),
-        Err(e) => return Err(Error::store("get", conn.uri(path), e)),
-    };
-    if got.meta.size != size {
-        return Ok(false);
-    }
-    let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme);
-    let mut body = got.into_stream();
-    while let Some(chunk) = body
-        .try_next()
-        .await
-        .map_err(|e| Error::store("get", conn.uri(path), e))?
-    {
-        digest.update(&chunk);
-    }
-    Ok(digest.finalize() == crc)
 }
 
 /// Delete the files of every table that `manifest` (dump `dump_id`) replaced (its tables with

@@ -53,9 +53,11 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::record::{Batch, StreamId, SyncMode};
 use crate::s3::deletion::Committed;
-use crate::s3::journal::{Entry, Journal, Recorded};
+use crate::s3::journal::{Entry, Journal};
 use crate::s3::partition::{PartitionKey, Partitioner, time_range};
-use crate::s3::recovery::{self, Cleanup, holds_crc, list_manifests, manifest_path, read_manifest};
+use crate::s3::recovery::{
+    self, ATTEMPT_METADATA, Cleanup, inspect, list_manifests, manifest_path, read_manifest,
+};
 use crate::s3::retry;
 use crate::sink::{CommitReceipt, CommitRequest, Sink, SyncContext};
 
@@ -224,10 +226,18 @@ struct Config {
 }
 
 impl Config {
-    fn attributes(&self, content_type: &str) -> Attributes {
+    /// A Content-Type and, for data files, the id of the attempt that writes them (the proof
+    /// of authorship a clean-up reads back), where the store takes attributes.
+    fn attributes(&self, content_type: &str, attempt: Option<&str>) -> Attributes {
         let mut attributes = Attributes::new();
         if self.attributes_supported.load(Ordering::Relaxed) {
             attributes.insert(Attribute::ContentType, content_type.to_owned().into());
+            if let Some(attempt) = attempt {
+                attributes.insert(
+                    Attribute::Metadata(ATTEMPT_METADATA.into()),
+                    attempt.to_owned().into(),
+                );
+            }
         }
         attributes
     }
@@ -252,10 +262,11 @@ async fn put_object(
     payload: PutPayload,
     mode: PutMode,
     content_type: &str,
+    attempt: Option<&str>,
 ) -> object_store::Result<object_store::PutResult> {
     retry::send("put", || async {
         loop {
-            let attributes = cfg.attributes(content_type);
+            let attributes = cfg.attributes(content_type, attempt);
             let options = PutOptions {
                 mode: mode.clone(),
                 attributes: attributes.clone(),
@@ -290,26 +301,30 @@ fn crc_text(crc: u64) -> String {
     )
 }
 
-/// The ETag of the object at `key` when it holds exactly `size` bytes with CRC `crc`.
-async fn holding(cfg: &Config, key: &Path, size: u64, crc: u64) -> Result<Option<Option<String>>> {
-    let meta = match retry::send("head", || store(cfg).head(key)).await {
-        Ok(meta) => meta,
-        Err(object_store::Error::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(Error::store("head", cfg.connection.uri(key), e)),
-    };
-    if meta.size != size {
-        return Ok(None);
-    }
-    Ok(holds_crc(&cfg.connection, key, size, crc)
-        .await?
-        .then_some(meta.e_tag))
+/// The ETag of the object at `key` when this attempt wrote it: a write sent again after its
+/// first answer was lost meets its own landing. Only the attempt id the object carries (or
+/// a key that carries the sync id) says so: equal bytes could be another writer's.
+async fn own_landing(cfg: &Config, key: &Path, sync_id: &str) -> Result<Option<Option<String>>> {
+    Ok(match inspect(&cfg.connection, key).await? {
+        Some((meta, attempt)) if cfg.unique_keys || attempt.as_deref() == Some(sync_id) => {
+            Some(meta.e_tag)
+        }
+        _ => None,
+    })
 }
 
 async fn put_json(cfg: &Config, path: &Path, json: Vec<u8>, mode: PutMode) -> Result<()> {
-    put_object(cfg, path, PutPayload::from(json), mode, "application/json")
-        .await
-        .map(|_| ())
-        .map_err(|e| Error::store("put", cfg.connection.uri(path), e))
+    put_object(
+        cfg,
+        path,
+        PutPayload::from(json),
+        mode,
+        "application/json",
+        None,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| Error::store("put", cfg.connection.uri(path), e))
 }
 
 /// Writes records into a bucket; see the module documentation.
@@ -350,8 +365,12 @@ impl fmt::Debug for S3Sink {
 }
 
 enum Upload {
-    Buffered { chunks: Vec<Bytes>, len: usize },
-    Multipart(WriteMultipart),
+    Buffered {
+        chunks: Vec<Bytes>,
+        len: usize,
+    },
+    /// A multipart upload, and its id when the store names it.
+    Multipart(WriteMultipart, Option<String>),
 }
 
 struct OpenFile {
@@ -682,7 +701,7 @@ impl InProgress {
         file.checksum.update(&bytes);
         file.sent += bytes.len() as u64;
         match &mut file.upload {
-            Upload::Multipart(upload) => {
+            Upload::Multipart(upload, _) => {
                 upload.put(bytes);
                 upload
                     .wait_for_capacity(cfg.max_concurrent_uploads)
@@ -725,7 +744,7 @@ impl InProgress {
             )
             .await?;
         let started = loop {
-            let attributes = cfg.attributes(&cfg.content_type);
+            let attributes = cfg.attributes(&cfg.content_type, Some(&self.ctx.sync_id));
             let options = PutMultipartOptions {
                 attributes: attributes.clone(),
                 ..PutMultipartOptions::default()
@@ -740,6 +759,7 @@ impl InProgress {
                 Err(e) => return Err(Error::store("upload", cfg.connection.uri(&key), e)),
             }
         };
+        failpoint::hit("sink.upload.started");
         if let Some(id) = &started.id {
             self.journal
                 .write(
@@ -752,6 +772,7 @@ impl InProgress {
                 .await?;
         }
         failpoint::hit("sink.upload.after_start");
+        let id = started.id.clone();
         let mut writer = WriteMultipart::new_with_chunk_size(started.upload, cfg.part_size);
         let Some(file) = self.open.get_mut(index) else {
             return Ok(());
@@ -774,7 +795,7 @@ impl InProgress {
             }
             return Err(Error::store("upload", cfg.connection.uri(&file.key), e));
         }
-        file.upload = Upload::Multipart(writer);
+        file.upload = Upload::Multipart(writer, id);
         Ok(())
     }
 
@@ -800,7 +821,7 @@ impl InProgress {
             )));
         }
         let e_tag = match file.upload {
-            Upload::Multipart(mut upload) => {
+            Upload::Multipart(mut upload, id) => {
                 upload.put(tail);
                 // Upload every part while the upload can still be aborted.
                 if let Err(e) = upload.wait_for_capacity(0).await {
@@ -809,21 +830,18 @@ impl InProgress {
                     }
                     return Err(Error::store("upload", cfg.connection.uri(&file.key), e));
                 }
-                self.complete(cfg, upload, &file.key, size, crc).await?
+                self.complete(cfg, upload, id.as_deref(), &file.key).await?
             }
             Upload::Buffered { mut chunks, .. } => {
                 chunks.push(tail);
                 let payload: PutPayload = chunks.into_iter().collect();
-                let (key, e_tag) = self
-                    .put_file(
-                        cfg,
-                        (&file.stream, &file.partition, file.opened_at),
-                        file.key.clone(),
-                        payload,
-                        size,
-                        crc,
-                    )
-                    .await?;
+                let slot = (&file.stream, &file.partition, file.opened_at);
+                let (key, e_tag) = if cfg.connection.is_local_folder() {
+                    self.put_file_local(cfg, slot, file.key.clone(), payload)
+                        .await?
+                } else {
+                    self.put_file(cfg, slot, file.key.clone(), payload).await?
+                };
                 file.key = key;
                 e_tag
             }
@@ -849,63 +867,144 @@ impl InProgress {
         (stream, partition, opened_at): (&StreamId, &PartitionKey, DateTime<Utc>),
         mut key: Path,
         payload: PutPayload,
-        size: u64,
-        crc: u64,
     ) -> Result<(Path, Option<String>)> {
+        let attempt = self.ctx.sync_id.clone();
         for _ in 0..MAX_KEY_ATTEMPTS {
             self.journal
                 .write(
                     &cfg.connection,
                     Entry::Put {
                         key: key.to_string(),
-                        size,
-                        crc,
                     },
                 )
                 .await?;
             failpoint::hit("sink.file.before_put");
-            match put_object(
+            let put = put_object(
                 cfg,
                 &key,
                 payload.clone(),
                 PutMode::Create,
                 &cfg.content_type,
+                Some(&attempt),
             )
-            .await
-            {
-                Ok(result) => {
-                    self.journal.push(Entry::Created {
+            .await;
+            let e_tag = match put {
+                Ok(result) => result.e_tag,
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    // Taken, or this very PUT landed on a try whose answer was lost.
+                    match own_landing(cfg, &key, &attempt).await? {
+                        Some(e_tag) => e_tag,
+                        None if cfg.unique_keys => {
+                            return Err(Error::Protocol(format!(
+                                "{} exists, though its key carries this sync's id",
+                                cfg.connection.uri(&key)
+                            )));
+                        }
+                        None => {
+                            tracing::info!(key = %key, "key taken; moving to the next part number");
+                            key = self.next_key(cfg, stream, partition, opened_at).await?;
+                            continue;
+                        }
+                    }
+                }
+                Err(e) => return Err(Error::store("put", cfg.connection.uri(&key), e)),
+            };
+            self.journal.push(Entry::Created {
+                key: key.to_string(),
+                e_tag: e_tag.clone(),
+            });
+            failpoint::hit("sink.file.after_put");
+            return Ok((key, e_tag));
+        }
+        Err(too_many_attempts(cfg))
+    }
+
+    /// Create a file on a local folder at its key, or the next free one: a staging file
+    /// hard-linked into place (the link fails when the key is taken), left linked until
+    /// the journal records the new file, so that a clean-up can tell it is this attempt's.
+    async fn put_file_local(
+        &mut self,
+        cfg: &Config,
+        (stream, partition, opened_at): (&StreamId, &PartitionKey, DateTime<Utc>),
+        mut key: Path,
+        payload: PutPayload,
+    ) -> Result<(Path, Option<String>)> {
+        for _ in 0..MAX_KEY_ATTEMPTS {
+            let uri = cfg.connection.uri(&key);
+            self.journal
+                .write(
+                    &cfg.connection,
+                    Entry::UploadStart {
                         key: key.to_string(),
-                        e_tag: result.e_tag.clone(),
-                        adopted: false,
-                    });
+                    },
+                )
+                .await?;
+            let started = cfg
+                .connection
+                .start_upload(&key, PutMultipartOptions::default())
+                .await
+                .map_err(|e| Error::store("put", uri.clone(), e))?;
+            let Some(id) = started.id else {
+                return Err(Error::Protocol(format!(
+                    "the local upload of {uri} has no id"
+                )));
+            };
+            self.journal
+                .write(
+                    &cfg.connection,
+                    Entry::Upload {
+                        key: key.to_string(),
+                        id: id.clone(),
+                    },
+                )
+                .await?;
+            failpoint::hit("sink.file.before_put");
+            let mut upload = started.upload;
+            let written = match upload.put_part(payload.clone()).await {
+                Ok(()) => upload.complete().await,
+                Err(e) => Err(e),
+            };
+            match written {
+                Ok(result) => {
                     failpoint::hit("sink.file.after_put");
+                    self.release(cfg, &key, &id, result.e_tag.clone()).await?;
                     return Ok((key, result.e_tag));
                 }
                 Err(object_store::Error::AlreadyExists { .. }) => {
-                    // Taken, or this very PUT landed on a try whose answer was lost.
-                    if let Some(e_tag) = holding(cfg, &key, size, crc).await? {
-                        self.journal.push(Entry::Created {
-                            key: key.to_string(),
-                            e_tag: e_tag.clone(),
-                            adopted: !cfg.unique_keys,
-                        });
-                        failpoint::hit("sink.file.after_put");
-                        return Ok((key, e_tag));
-                    }
-                    if cfg.unique_keys {
-                        return Err(Error::Protocol(format!(
-                            "{} exists with other content, though its key carries this sync's id",
-                            cfg.connection.uri(&key)
-                        )));
-                    }
                     tracing::info!(key = %key, "key taken; moving to the next part number");
                     key = self.next_key(cfg, stream, partition, opened_at).await?;
                 }
-                Err(e) => return Err(Error::store("put", cfg.connection.uri(&key), e)),
+                Err(e) => {
+                    let _ = cfg.connection.abort_upload(&key, &id).await;
+                    return Err(Error::store("put", uri, e));
+                }
             }
         }
         Err(too_many_attempts(cfg))
+    }
+
+    /// On a local folder: record the new file, then release the staging file that proved it
+    /// was this attempt's.
+    async fn release(
+        &mut self,
+        cfg: &Config,
+        key: &Path,
+        id: &str,
+        e_tag: Option<String>,
+    ) -> Result<()> {
+        self.journal
+            .write(
+                &cfg.connection,
+                Entry::Created {
+                    key: key.to_string(),
+                    e_tag,
+                },
+            )
+            .await?;
+        cfg.connection
+            .abort_upload(key, id)
+            .await
+            .map_err(|e| Error::store("release", cfg.connection.uri(key), e))
     }
 
     /// Complete a multipart upload whose parts are all sent.
@@ -913,32 +1012,23 @@ impl InProgress {
         &mut self,
         cfg: &Config,
         upload: WriteMultipart,
+        id: Option<&str>,
         key: &Path,
-        size: u64,
-        crc: u64,
     ) -> Result<Option<String>> {
-        self.journal
-            .write(
-                &cfg.connection,
-                Entry::Complete {
-                    key: key.to_string(),
-                    size,
-                    crc,
-                },
-            )
-            .await?;
         failpoint::hit("sink.upload.before_complete");
         let e_tag = match upload.finish().await {
             Ok(result) => result.e_tag,
             // A completion sent again after its first answer was lost finds the upload
-            // gone (NotFound) or the key taken by itself (AlreadyExists).
+            // gone (NotFound) or the key taken by itself (AlreadyExists). Another writer
+            // that took the key in the meantime gets the whole sync failed: the parts are
+            // sent and cannot move to another key, and nothing was overwritten.
             Err(
                 e @ (object_store::Error::AlreadyExists { .. }
                 | object_store::Error::NotFound { .. }
                 | object_store::Error::Precondition { .. }),
-            ) => match holding(cfg, key, size, crc).await? {
-                Some(e_tag) => e_tag,
-                None => {
+            ) => match own_landing(cfg, key, &self.ctx.sync_id).await? {
+                Some(e_tag) if !cfg.connection.is_local_folder() => e_tag,
+                _ => {
                     return Err(Error::Store {
                         operation: "complete the upload of",
                         uri: cfg.connection.uri(key),
@@ -948,12 +1038,16 @@ impl InProgress {
             },
             Err(e) => return Err(Error::store("upload", cfg.connection.uri(key), e)),
         };
-        self.journal.push(Entry::Created {
-            key: key.to_string(),
-            e_tag: e_tag.clone(),
-            adopted: false,
-        });
         failpoint::hit("sink.upload.after_complete");
+        match id {
+            Some(id) if cfg.connection.is_local_folder() => {
+                self.release(cfg, key, id, e_tag.clone()).await?;
+            }
+            _ => self.journal.push(Entry::Created {
+                key: key.to_string(),
+                e_tag: e_tag.clone(),
+            }),
+        }
         Ok(e_tag)
     }
 
@@ -1122,6 +1216,8 @@ impl Sink for S3Sink {
                 .write(&cfg.connection, Entry::Commit { dump_id })
                 .await?;
             failpoint::hit("sink.commit.before_manifest");
+            // A run that lost its lease while closing files stops here.
+            request.check_fence().await?;
             let path = manifest_path(&cfg.connection, dump_id)?;
             match put_json(&cfg, &path, manifest.to_json()?, PutMode::Create).await {
                 Ok(()) => break,
@@ -1178,7 +1274,7 @@ impl Sink for S3Sink {
             })
             .collect();
         for file in sync.open.drain(..) {
-            if let Upload::Multipart(upload) = file.upload
+            if let Upload::Multipart(upload, _) = file.upload
                 && !recorded.contains(file.key.as_ref())
                 && let Err(e) = upload.abort().await
             {
@@ -1189,24 +1285,8 @@ impl Sink for S3Sink {
         if sync.journal.records == 0 {
             return Ok(());
         }
-        // Undo from the journal as this attempt knows it (written or not); the stored
-        // records stamp the times the proofs compare with.
-        let dir = recovery::attempts_dir(&cfg.connection, &sync.ctx.pipeline_id)?;
-        let found = crate::s3::journal::list(&cfg.connection, &dir).await?;
-        let stamp = found
-            .attempts
-            .get(&sync.ctx.sync_id)
-            .and_then(|records| records.first().map(|(_, at)| *at))
-            .unwrap_or_else(Utc::now);
-        let entries: Vec<Recorded> = sync
-            .journal
-            .entries()
-            .iter()
-            .map(|entry| Recorded {
-                entry: entry.clone(),
-                at: stamp,
-            })
-            .collect();
+        // Undo from the journal as this attempt knows it (written or not).
+        let entries: Vec<Entry> = sync.journal.entries().to_vec();
         let manifests = recovery::read_manifests(&cfg.connection).await?;
         let mut committed = Committed::load(&cfg.connection, &manifests);
         let outcome = recovery::clean_attempt(

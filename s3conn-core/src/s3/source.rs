@@ -427,11 +427,15 @@ impl Inner {
         for stream in &self.streams {
             let id = &stream.config.id;
             let key = id.to_string();
-            let previous = match request.mode(id) {
-                SyncMode::FullRefresh => StreamState::default(),
-                _ => state.streams.get(&key).cloned().unwrap_or_default(),
+            let full_refresh = request.mode(id) == SyncMode::FullRefresh;
+            let previous = if full_refresh {
+                StreamState::default()
+            } else {
+                state.streams.get(&key).cloned().unwrap_or_default()
             };
-            let next = self.read_stream(stream, previous, out).await?;
+            let next = self
+                .read_stream(stream, previous, full_refresh, out)
+                .await?;
             state.streams.insert(key, next);
             let value = serde_json::to_value(&state).map_err(|e| Error::State {
                 key: "s3 source".into(),
@@ -602,6 +606,7 @@ impl Inner {
         &self,
         stream: &ResolvedStream,
         mut state: StreamState,
+        full_refresh: bool,
         out: &Emitter,
     ) -> Result<StreamState> {
         let id = &stream.config.id;
@@ -639,6 +644,17 @@ impl Inner {
                         meta.location.to_string(),
                         meta.e_tag.clone().unwrap_or_default(),
                     );
+                }
+                // A full refresh replaces the whole table: committed without this object,
+                // it would drop the rows the previous generation had of it.
+                Err(Error::Store {
+                    source: object_store::Error::Precondition { .. },
+                    ..
+                }) if full_refresh => {
+                    return Err(Error::ObjectChanged {
+                        uri,
+                        e_tag: meta.e_tag.clone().unwrap_or_default(),
+                    });
                 }
                 Err(Error::Store {
                     source: object_store::Error::Precondition { .. },

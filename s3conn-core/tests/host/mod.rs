@@ -27,7 +27,7 @@ use futures::StreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use s3conn_testkit::{FaultPlan, FaultProxy, S3Server};
+use s3conn_testkit::{FaultPlan, FaultProxy, MotoServer, S3Server, run_python};
 use serde_json::Value;
 
 /// The reference host binary, built beside the test binaries (`cargo test` builds the
@@ -54,6 +54,8 @@ pub enum Target {
     Local,
     /// The loopback S3 server (s3s-fs, in this test process), over HTTP with SigV4.
     S3,
+    /// moto (a child process): S3 with `ListMultipartUploads`, which s3s-fs lacks.
+    Moto,
 }
 
 /// What the sink writes.
@@ -99,6 +101,7 @@ pub struct Scenario {
     pub case: Case,
     pub dir: tempfile::TempDir,
     pub server: Option<S3Server>,
+    pub moto: Option<MotoServer>,
     /// The store that holds the source objects and the sink's files.
     pub store: Arc<dyn ObjectStore>,
     pub config: PathBuf,
@@ -106,14 +109,30 @@ pub struct Scenario {
     pub host: PathBuf,
     last_stderr: std::sync::Mutex<String>,
     step: std::sync::Mutex<String>,
-    read_cache: std::sync::Mutex<BTreeMap<(String, String, u64), Arc<Vec<u64>>>>,
+    read_cache: std::sync::Mutex<ReadCache>,
     last_report: std::sync::Mutex<Value>,
     lease_ttl: std::sync::Mutex<u64>,
     /// A fault-injecting proxy every request of the host goes through.
     pub proxy: Option<FaultProxy>,
 }
 
+/// Event ids read from a file, by key, ETag and size.
+type ReadCache = BTreeMap<(String, String, u64), Arc<Vec<u64>>>;
+
 pub const PIPELINE: &str = "kill";
+const MOTO_BUCKET: &str = "kill-bucket";
+const MOTO_KEY: &str = "AKIAMOTOKILL";
+const MOTO_SECRET: &str = "moto-secret";
+
+/// Run boto3 `code` against `moto` with `s3` and `bucket` defined; returns what it printed.
+fn boto3(moto: &MotoServer, code: &str) -> String {
+    run_python(
+        &format!(
+            "import boto3, sys\ns3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', aws_access_key_id='{MOTO_KEY}', aws_secret_access_key='{MOTO_SECRET}')\nbucket = '{MOTO_BUCKET}'\n{code}\n"
+        ),
+        &[moto.endpoint()],
+    )
+}
 const SOURCE_PREFIX: &str = "landing/events";
 pub const SINK_ROOT: &str = "warehouse";
 
@@ -133,12 +152,28 @@ impl Scenario {
     pub async fn new(case: Case) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let server = match case.target {
-            Target::Local => None,
             Target::S3 => Some(S3Server::start().await),
+            Target::Local | Target::Moto => None,
         };
-        let store: Arc<dyn ObjectStore> = match &server {
-            Some(server) => server.store(server.bucket()),
-            None => {
+        let moto = (case.target == Target::Moto).then(|| {
+            let moto = MotoServer::start();
+            boto3(&moto, "s3.create_bucket(Bucket=bucket)");
+            moto
+        });
+        let store: Arc<dyn ObjectStore> = match (&server, &moto) {
+            (Some(server), _) => server.store(server.bucket()),
+            (None, Some(moto)) => Arc::new(
+                object_store::aws::AmazonS3Builder::new()
+                    .with_endpoint(moto.endpoint())
+                    .with_allow_http(true)
+                    .with_region("us-east-1")
+                    .with_bucket_name(MOTO_BUCKET)
+                    .with_access_key_id(MOTO_KEY)
+                    .with_secret_access_key(MOTO_SECRET)
+                    .build()
+                    .unwrap(),
+            ),
+            (None, None) => {
                 let bucket = dir.path().join("bucket");
                 std::fs::create_dir_all(&bucket).unwrap();
                 Arc::new(LocalFileSystem::new_with_prefix(&bucket).unwrap())
@@ -149,6 +184,7 @@ impl Scenario {
             case,
             dir,
             server,
+            moto,
             store,
             config,
             landed: 0,
@@ -186,6 +222,12 @@ impl Scenario {
             (None, Some(server)) => (server.endpoint().to_owned(), "timeout_secs = 5\n"),
             (None, None) => (String::new(), ""),
         };
+        if let Some(moto) = &self.moto {
+            return format!(
+                "url = \"s3://{MOTO_BUCKET}/{prefix}\"\nendpoint = \"{}\"\nallow_http = true\naccess_key_id = \"{MOTO_KEY}\"\nsecret_access_key = \"{MOTO_SECRET}\"\ntimeout_secs = 10\n",
+                moto.endpoint()
+            );
+        }
         match &self.server {
             Some(server) => format!(
                 "url = \"s3://{}/{prefix}\"\nendpoint = \"{endpoint}\"\nallow_http = true\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n{client}",
@@ -606,6 +648,18 @@ impl Scenario {
     /// Every data file in the bucket (the sink's root, outside its bookkeeping folders),
     /// straight from the folder that holds them: staging files of unfinished writes count.
     pub fn data_files(&self) -> BTreeSet<String> {
+        if self.moto.is_some() {
+            return self
+                .listed_keys()
+                .into_iter()
+                .filter(|k| {
+                    let inside = k.strip_prefix(&format!("{SINK_ROOT}/")).unwrap_or("");
+                    !(inside.starts_with("manifests/")
+                        || inside.starts_with("sync_reports/")
+                        || inside.starts_with("_s3conn/"))
+                })
+                .collect();
+        }
         let root = self.bucket_dir();
         let mut found = BTreeSet::new();
         let mut todo = vec![root.join(SINK_ROOT)];
@@ -639,9 +693,30 @@ impl Scenario {
         found
     }
 
+    /// Every key under the sink's root, by listing the store (moto keeps no files).
+    fn listed_keys(&self) -> BTreeSet<String> {
+        let moto = self.moto.as_ref().expect("listing is for moto");
+        boto3(
+            moto,
+            &format!("for page in s3.get_paginator('list_objects_v2').paginate(Bucket=bucket, Prefix='{SINK_ROOT}/'):\n    for o in page.get('Contents', []):\n        print(o['Key'])"),
+        )
+        .lines()
+        .map(str::to_owned)
+        .collect()
+    }
+
     /// Multipart uploads still open: S3's upload records on the server, a local folder's
     /// staging files (`name#digits`).
     pub fn open_uploads(&self) -> Vec<String> {
+        if let Some(moto) = &self.moto {
+            return boto3(
+                moto,
+                "for u in s3.list_multipart_uploads(Bucket=bucket).get('Uploads', []):\n    print(u['Key'], u['UploadId'])",
+            )
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        }
         match &self.server {
             Some(server) => std::fs::read_dir(server.root())
                 .unwrap()
@@ -663,6 +738,13 @@ impl Scenario {
 
     /// The journals left under the sink's root.
     pub fn journals(&self) -> Vec<String> {
+        if self.moto.is_some() {
+            return self
+                .listed_keys()
+                .into_iter()
+                .filter(|k| k.starts_with(&format!("{SINK_ROOT}/_s3conn/")))
+                .collect();
+        }
         let dir = self.bucket_dir().join(SINK_ROOT).join("_s3conn");
         let mut found = Vec::new();
         let mut todo = vec![dir];
@@ -754,7 +836,11 @@ impl Scenario {
         let uploads = self.open_uploads();
         assert!(
             uploads.is_empty(),
-            "[{name}] multipart uploads remain open: {uploads:?}"
+            "[{name}] multipart uploads remain open (the last run's recovery: {}): {uploads:?}",
+            self.last_report
+                .lock()
+                .map(|r| r["recovery"].to_string())
+                .unwrap_or_default(),
         );
     }
 }
