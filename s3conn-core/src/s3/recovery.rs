@@ -26,7 +26,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{Attribute, GetOptions, ObjectMeta, ObjectStoreExt};
 use s3conn_auth::Connection;
@@ -246,15 +246,28 @@ async fn abort(
     }
 }
 
-/// Delete an attempt's journal records.
+/// Delete an attempt's journal records, in bulk (S3's `DeleteObjects`, 1,000 keys a request).
 pub(crate) async fn delete_journal(conn: &Connection, records: Vec<Path>) -> Result<()> {
-    for path in records {
-        match retry::send("delete", || conn.store().delete(&path)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(Error::store("delete", conn.uri(&path), e)),
-        }
+    if records.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let outcome = retry::send("delete journal", || async {
+        let paths = futures::stream::iter(records.clone().into_iter().map(Ok)).boxed();
+        let results: Vec<object_store::Result<Path>> =
+            conn.store().delete_stream(paths).collect().await;
+        for result in results {
+            match result {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })
+    .await;
+    outcome.map_err(|e| {
+        let at = records.first().map(|p| conn.uri(p)).unwrap_or_default();
+        Error::store("delete", at, e)
+    })
 }
 
 /// Everything an attempt's journal says about one key.
