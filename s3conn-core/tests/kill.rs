@@ -163,7 +163,13 @@ async fn random_seed(seed: u64) {
         Output::ParquetByDate
     };
     let case = case(target, output, rng.below(3) == 0, rng.below(2) == 0);
+    if let Ok(only) = std::env::var("S3CONN_KILL_CASE")
+        && !case.name().contains(&only)
+    {
+        return;
+    }
     let mut s = Scenario::new(case.clone()).await;
+    s.set_step(format!("seed {seed}"));
     s.land(case.first_objects).await;
     let later = rng.below(3) != 0;
     // A clean run first tells how long a sync takes here.
@@ -174,6 +180,7 @@ async fn random_seed(seed: u64) {
     } else {
         // Start over: the killed sync is the pipeline's first delivery.
         s = Scenario::new(case.clone()).await;
+        s.set_step(format!("seed {seed}, first delivery"));
         s.land(case.first_objects).await;
     }
     let span = clean.took.as_millis().max(200) as u64;

@@ -550,6 +550,26 @@ pub(crate) async fn retire(
             }
         }
         tracing::info!(table = %table.name, retired, "earlier generations retired");
+        let mut others: Vec<&str> = manifests
+            .iter()
+            .filter(|(id, m)| {
+                *id < dump_id
+                    && m.tables
+                        .iter()
+                        .any(|t| t.name == table.name && t.namespace == table.namespace)
+            })
+            .filter_map(|(_, m)| m.s3conn.as_ref()?.pipeline_id.as_deref())
+            .filter(|p| *p != pipeline_id)
+            .collect();
+        others.sort_unstable();
+        others.dedup();
+        if !others.is_empty() {
+            tracing::warn!(
+                table = %table.name,
+                pipelines = ?others,
+                "other pipelines also write this table: their files stay, but readers that follow manifests take this full refresh as replacing the whole table"
+            );
+        }
     }
     let mut report = Cleanup::default();
     report.absorb(&guard);
