@@ -50,6 +50,34 @@ impl s3s::auth::S3Auth for TestAuth {
     }
 }
 
+/// Handles each request in a task of its own, so a request whose body has arrived runs to
+/// its end when the client goes away, as it does on S3. Served directly, hyper drops the
+/// handler with the connection: s3s-fs then can stop between moving an object's bytes into
+/// place and writing its user metadata, leaving an object that S3 never shows (its bytes
+/// without the metadata it was put with). A client killed right after sending a PUT would
+/// find such objects; on S3 a put is applied whole or not at all.
+#[derive(Clone)]
+struct Detached(s3s::service::S3Service);
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Detached {
+    type Response = s3s::HttpResponse;
+    type Error = s3s::HttpError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        let handling = hyper::service::Service::call(&self.0, req);
+        let task = tokio::spawn(handling);
+        Box::pin(async move {
+            match task.await {
+                Ok(answer) => answer,
+                Err(e) => Err(s3s::HttpError::new(Box::new(e))),
+            }
+        })
+    }
+}
+
 /// An S3 server on loopback, backed by a temporary folder. Stops when dropped.
 #[derive(Debug)]
 pub struct S3Server {
@@ -102,7 +130,7 @@ impl S3Server {
                 // Without it small answers wait for the peer's delayed ACK (~40 ms each).
                 let _ = socket.set_nodelay(true);
                 let conn = http
-                    .serve_connection(TokioIo::new(socket), service.clone())
+                    .serve_connection(TokioIo::new(socket), Detached(service.clone()))
                     .into_owned();
                 tokio::spawn(async move {
                     let _ = conn.await;

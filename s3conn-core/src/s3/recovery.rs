@@ -441,6 +441,13 @@ pub(crate) async fn clean_attempt(
                     key,
                     "it changed after an attempt that did not commit wrote it",
                 );
+            } else if f.intended {
+                // Another writer's file, or this attempt's on a store that keeps no user
+                // metadata: either way not provably this attempt's, so it stays, reported.
+                guard.leave(
+                    key,
+                    "an attempt that did not commit was writing this key and nothing proves the file is its own (no s3conn-attempt metadata naming it): if no other writer uses this key, delete it by hand",
+                );
             }
         }
 

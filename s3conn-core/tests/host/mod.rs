@@ -816,10 +816,31 @@ impl Scenario {
         );
         let live: BTreeSet<String> = view.live.keys().cloned().collect();
         let stray: Vec<String> = self.data_files().difference(&live).cloned().collect();
-        assert!(
-            stray.is_empty(),
-            "[{name}] files outside the committed view remain: {stray:?}"
-        );
+        if !stray.is_empty() {
+            let mut detail = Vec::new();
+            for key in &stray {
+                let attributes = self
+                    .store
+                    .get_opts(
+                        &Path::from(key.as_str()),
+                        object_store::GetOptions {
+                            head: true,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map(|r| format!("{:?}", r.attributes))
+                    .unwrap_or_else(|e| format!("head failed: {e}"));
+                detail.push(format!("{key} (attributes {attributes})"));
+            }
+            panic!(
+                "[{name}] files outside the committed view remain: {detail:?}; the last run's recovery: {}",
+                self.last_report
+                    .lock()
+                    .map(|r| r["recovery"].to_string())
+                    .unwrap_or_default()
+            );
+        }
         let journals = self.journals();
         assert!(
             journals.is_empty(),
