@@ -14,6 +14,7 @@
 //! | any other store ([`Connection::new`]) | none | object_store's own (unconditional) | not listed |
 //!
 //! [`Connection::new`]: crate::Connection::new
+//! [`Connection::start_upload`]: crate::Connection::start_upload
 
 use std::fmt;
 use std::fs::File;
