@@ -32,7 +32,18 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use s3conn_formats::avro::AvroFormat;
 use s3conn_formats::{DecodeOptions, EncodeOptions};
 
-const EVENTS: u64 = 100_000;
+/// Events per input: 100,000 when measuring (`cargo bench`), 2,000 when `cargo test` runs
+/// each benchmark once to check that it works (the debug build would take minutes).
+fn events() -> u64 {
+    static EVENTS: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        if std::env::args().any(|a| a == "--bench") {
+            100_000
+        } else {
+            2_000
+        }
+    });
+    *EVENTS
+}
 const CHUNK: usize = 256 << 10;
 const BATCH: usize = 8192;
 const CODECS: [&str; 2] = ["null", "deflate"];
@@ -43,7 +54,7 @@ struct Data {
 }
 
 fn data() -> Data {
-    let ndjson = s3conn_benches::ndjson(EVENTS);
+    let ndjson = s3conn_benches::ndjson(events());
     let schema = s3conn_benches::schema(&ndjson);
     let batches = s3conn_benches::batches(&ndjson, &schema, BATCH);
     Data { schema, batches }
@@ -280,21 +291,21 @@ fn avro_decode(c: &mut Criterion) {
         let file = plugin_encode(&data, codec);
         let mut group = c.benchmark_group(format!("avro_decode/{codec}"));
         group.throughput(Throughput::Bytes(file.len() as u64));
-        group.bench_function(BenchmarkId::new("s3conn", EVENTS), |b| {
-            b.iter(|| assert_eq!(plugin_decode(&file) as u64, EVENTS))
+        group.bench_function(BenchmarkId::new("s3conn", events()), |b| {
+            b.iter(|| assert_eq!(plugin_decode(&file) as u64, events()))
         });
-        group.bench_function(BenchmarkId::new("arrow-avro", EVENTS), |b| {
+        group.bench_function(BenchmarkId::new("arrow-avro", events()), |b| {
             b.iter(|| {
                 let reader = ReaderBuilder::new()
                     .with_batch_size(BATCH)
                     .build(Cursor::new(&file[..]))
                     .unwrap();
                 let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
-                assert_eq!(rows as u64, EVENTS);
+                assert_eq!(rows as u64, events());
             })
         });
-        group.bench_function(BenchmarkId::new("apache-avro", EVENTS), |b| {
-            b.iter(|| assert_eq!(apache_decode(&file, &data.schema) as u64, EVENTS))
+        group.bench_function(BenchmarkId::new("apache-avro", events()), |b| {
+            b.iter(|| assert_eq!(apache_decode(&file, &data.schema) as u64, events()))
         });
         group.finish();
     }
@@ -310,10 +321,10 @@ fn avro_encode(c: &mut Criterion) {
             .clone();
         let mut group = c.benchmark_group(format!("avro_encode/{codec}"));
         group.throughput(Throughput::Bytes(file.len() as u64));
-        group.bench_function(BenchmarkId::new("s3conn", EVENTS), |b| {
+        group.bench_function(BenchmarkId::new("s3conn", events()), |b| {
             b.iter(|| plugin_encode(&data, codec).len())
         });
-        group.bench_function(BenchmarkId::new("arrow-avro", EVENTS), |b| {
+        group.bench_function(BenchmarkId::new("arrow-avro", events()), |b| {
             b.iter(|| {
                 let mut w = WriterBuilder::new(data.schema.as_ref().clone())
                     .with_compression(arrow_avro_codec(codec))
@@ -326,7 +337,7 @@ fn avro_encode(c: &mut Criterion) {
                 w.into_inner().len()
             })
         });
-        group.bench_function(BenchmarkId::new("apache-avro", EVENTS), |b| {
+        group.bench_function(BenchmarkId::new("apache-avro", events()), |b| {
             b.iter(|| apache_encode(&data, &schema, codec))
         });
         group.finish();
@@ -348,9 +359,9 @@ fn avro_codecs(c: &mut Criterion) {
                 file.len(),
                 100.0 * file.len() as f64 / plain as f64
             );
-            group.bench_function(BenchmarkId::new(codec, EVENTS), |b| match direction {
+            group.bench_function(BenchmarkId::new(codec, events()), |b| match direction {
                 "encode" => b.iter(|| plugin_encode(&data, codec).len()),
-                _ => b.iter(|| assert_eq!(plugin_decode(&file) as u64, EVENTS)),
+                _ => b.iter(|| assert_eq!(plugin_decode(&file) as u64, events())),
             });
         }
         group.finish();

@@ -27,16 +27,27 @@ use s3conn_formats::{
     DecodeInput, DecodeOptions, Decoder, EncodeOptions, FormatPlugin, RangedStep,
 };
 
-const EVENTS: u64 = 100_000;
+/// Events per input: 100,000 when measuring (`cargo bench`), 2,000 when `cargo test` runs
+/// each benchmark once to check that it works (the debug build would take minutes).
+fn events() -> u64 {
+    static EVENTS: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        if std::env::args().any(|a| a == "--bench") {
+            100_000
+        } else {
+            2_000
+        }
+    });
+    *EVENTS
+}
 const CHUNK: usize = 256 << 10;
 const BATCH: usize = 8192;
 
 fn ndjson_decode(c: &mut Criterion) {
-    let data = s3conn_benches::ndjson(EVENTS);
+    let data = s3conn_benches::ndjson(events());
     let schema = s3conn_benches::schema(&data);
     let mut group = c.benchmark_group("ndjson_decode");
     group.throughput(Throughput::Bytes(data.len() as u64));
-    group.bench_function(BenchmarkId::new("arrow-json", EVENTS), |b| {
+    group.bench_function(BenchmarkId::new("arrow-json", events()), |b| {
         b.iter(|| {
             let mut decoder = arrow_json::ReaderBuilder::new(schema.clone())
                 .with_batch_size(BATCH)
@@ -54,7 +65,7 @@ fn ndjson_decode(c: &mut Criterion) {
                 }
             }
             rows += decoder.flush().unwrap().map_or(0, |b| b.num_rows());
-            assert_eq!(rows as u64, EVENTS);
+            assert_eq!(rows as u64, events());
         })
     });
     for (name, options) in [
@@ -64,20 +75,20 @@ fn ndjson_decode(c: &mut Criterion) {
         ),
         ("s3conn-inferred", DecodeOptions::default()),
     ] {
-        group.bench_function(BenchmarkId::new(name, EVENTS), |b| {
-            b.iter(|| assert_eq!(decode_all(&NdjsonFormat, &options, &data) as u64, EVENTS))
+        group.bench_function(BenchmarkId::new(name, events()), |b| {
+            b.iter(|| assert_eq!(decode_all(&NdjsonFormat, &options, &data) as u64, events()))
         });
     }
     group.finish();
 }
 
 fn ndjson_encode(c: &mut Criterion) {
-    let data = s3conn_benches::ndjson(EVENTS);
+    let data = s3conn_benches::ndjson(events());
     let schema = s3conn_benches::schema(&data);
     let batches = s3conn_benches::batches(&data, &schema, BATCH);
     let mut group = c.benchmark_group("ndjson_encode");
     group.throughput(Throughput::Bytes(data.len() as u64));
-    group.bench_function(BenchmarkId::new("arrow-json", EVENTS), |b| {
+    group.bench_function(BenchmarkId::new("arrow-json", events()), |b| {
         b.iter(|| {
             let mut w = arrow_json::LineDelimitedWriter::new(Vec::with_capacity(data.len()));
             for batch in &batches {
@@ -92,7 +103,7 @@ fn ndjson_encode(c: &mut Criterion) {
         ("s3conn-gzip", FileCompression::Gzip),
         ("s3conn-zstd", FileCompression::Zstd),
     ] {
-        group.bench_function(BenchmarkId::new(name, EVENTS), |b| {
+        group.bench_function(BenchmarkId::new(name, events()), |b| {
             b.iter(|| {
                 let mut enc = NdjsonFormat
                     .encoder(
@@ -121,12 +132,12 @@ fn parquet_props() -> WriterProperties {
 }
 
 fn parquet_encode(c: &mut Criterion) {
-    let data = s3conn_benches::ndjson(EVENTS);
+    let data = s3conn_benches::ndjson(events());
     let schema = s3conn_benches::schema(&data);
     let batches = s3conn_benches::batches(&data, &schema, BATCH);
     let mut group = c.benchmark_group("parquet_encode");
     group.throughput(Throughput::Bytes(data.len() as u64));
-    group.bench_function(BenchmarkId::new("arrow-rs", EVENTS), |b| {
+    group.bench_function(BenchmarkId::new("arrow-rs", events()), |b| {
         b.iter(|| {
             let mut w =
                 ArrowWriter::try_new(Vec::new(), schema.clone(), Some(parquet_props())).unwrap();
@@ -136,7 +147,7 @@ fn parquet_encode(c: &mut Criterion) {
             w.into_inner().unwrap().len()
         })
     });
-    group.bench_function(BenchmarkId::new("s3conn", EVENTS), |b| {
+    group.bench_function(BenchmarkId::new("s3conn", events()), |b| {
         b.iter(|| {
             let mut enc = ParquetFormat::default()
                 .encoder(schema.clone(), &EncodeOptions::default())
@@ -153,7 +164,7 @@ fn parquet_encode(c: &mut Criterion) {
 }
 
 fn parquet_decode(c: &mut Criterion) {
-    let data = s3conn_benches::ndjson(EVENTS);
+    let data = s3conn_benches::ndjson(events());
     let schema = s3conn_benches::schema(&data);
     let batches = s3conn_benches::batches(&data, &schema, BATCH);
     let mut w = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(parquet_props())).unwrap();
@@ -163,7 +174,7 @@ fn parquet_decode(c: &mut Criterion) {
     let file = Bytes::from(w.into_inner().unwrap());
     let mut group = c.benchmark_group("parquet_decode");
     group.throughput(Throughput::Bytes(data.len() as u64));
-    group.bench_function(BenchmarkId::new("arrow-rs", EVENTS), |b| {
+    group.bench_function(BenchmarkId::new("arrow-rs", events()), |b| {
         b.iter(|| {
             let reader = ParquetRecordBatchReaderBuilder::try_new(file.clone())
                 .unwrap()
@@ -171,10 +182,10 @@ fn parquet_decode(c: &mut Criterion) {
                 .build()
                 .unwrap();
             let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
-            assert_eq!(rows as u64, EVENTS);
+            assert_eq!(rows as u64, events());
         })
     });
-    group.bench_function(BenchmarkId::new("s3conn", EVENTS), |b| {
+    group.bench_function(BenchmarkId::new("s3conn", events()), |b| {
         b.iter(|| {
             let Decoder::Ranged(mut d) = ParquetFormat::default()
                 .decoder(
@@ -199,7 +210,7 @@ fn parquet_decode(c: &mut Criterion) {
                     RangedStep::Finished => break,
                 }
             }
-            assert_eq!(rows as u64, EVENTS);
+            assert_eq!(rows as u64, events());
         })
     });
     group.finish();
@@ -236,7 +247,7 @@ fn decode_all(plugin: &dyn FormatPlugin, options: &DecodeOptions, data: &[u8]) -
 }
 
 fn csv_decode(c: &mut Criterion) {
-    let data = s3conn_benches::ndjson(EVENTS);
+    let data = s3conn_benches::ndjson(events());
     let schema = s3conn_benches::schema(&data);
     let batches = flat(&s3conn_benches::batches(&data, &schema, BATCH));
     let schema = batches[0].schema();
@@ -246,7 +257,7 @@ fn csv_decode(c: &mut Criterion) {
     let multi_text = String::from_utf8(text.clone()).unwrap().replace(',', "||");
     let mut group = c.benchmark_group("csv_decode");
     group.throughput(Throughput::Bytes(text.len() as u64));
-    group.bench_function(BenchmarkId::new("arrow-csv", EVENTS), |b| {
+    group.bench_function(BenchmarkId::new("arrow-csv", events()), |b| {
         b.iter(|| {
             let mut decoder = arrow_csv::ReaderBuilder::new(schema.clone())
                 .with_header(true)
@@ -264,28 +275,28 @@ fn csv_decode(c: &mut Criterion) {
                 }
             }
             rows += decoder.flush().unwrap().map_or(0, |b| b.num_rows());
-            assert_eq!(rows as u64, EVENTS);
+            assert_eq!(rows as u64, events());
         })
     });
     let given = DecodeOptions::default().with_schema(schema.clone());
-    group.bench_function(BenchmarkId::new("s3conn", EVENTS), |b| {
-        b.iter(|| assert_eq!(decode_all(&csv, &given, &text) as u64, EVENTS))
+    group.bench_function(BenchmarkId::new("s3conn", events()), |b| {
+        b.iter(|| assert_eq!(decode_all(&csv, &given, &text) as u64, events()))
     });
-    group.bench_function(BenchmarkId::new("s3conn-inferred", EVENTS), |b| {
+    group.bench_function(BenchmarkId::new("s3conn-inferred", events()), |b| {
         b.iter(|| {
             assert_eq!(
                 decode_all(&csv, &DecodeOptions::default(), &text) as u64,
-                EVENTS
+                events()
             )
         })
     });
     group.bench_function(
-        BenchmarkId::new("s3conn-separator-of-two-bytes", EVENTS),
+        BenchmarkId::new("s3conn-separator-of-two-bytes", events()),
         |b| {
             b.iter(|| {
                 assert_eq!(
                     decode_all(multi.as_ref(), &given, multi_text.as_bytes()) as u64,
-                    EVENTS
+                    events()
                 )
             })
         },
@@ -294,13 +305,13 @@ fn csv_decode(c: &mut Criterion) {
 }
 
 fn csv_encode(c: &mut Criterion) {
-    let data = s3conn_benches::ndjson(EVENTS);
+    let data = s3conn_benches::ndjson(events());
     let schema = s3conn_benches::schema(&data);
     let batches = flat(&s3conn_benches::batches(&data, &schema, BATCH));
     let size = encode_all(&CsvFormat::csv(), &EncodeOptions::default(), &batches).len();
     let mut group = c.benchmark_group("csv_encode");
     group.throughput(Throughput::Bytes(size as u64));
-    group.bench_function(BenchmarkId::new("arrow-csv", EVENTS), |b| {
+    group.bench_function(BenchmarkId::new("arrow-csv", events()), |b| {
         b.iter(|| {
             let mut w = arrow_csv::WriterBuilder::new()
                 .with_header(true)
@@ -316,7 +327,7 @@ fn csv_encode(c: &mut Criterion) {
         if let Some(codec) = codec {
             options = options.with_codec(codec);
         }
-        group.bench_function(BenchmarkId::new(name, EVENTS), |b| {
+        group.bench_function(BenchmarkId::new(name, events()), |b| {
             b.iter(|| encode_all(&CsvFormat::csv(), &options, &batches).len())
         });
     }
@@ -324,24 +335,24 @@ fn csv_encode(c: &mut Criterion) {
 }
 
 fn json_array(c: &mut Criterion) {
-    let data = s3conn_benches::ndjson(EVENTS);
+    let data = s3conn_benches::ndjson(events());
     let schema = s3conn_benches::schema(&data);
     let batches = s3conn_benches::batches(&data, &schema, BATCH);
     let array = encode_all(&JsonFormat, &EncodeOptions::default(), &batches);
     let mut group = c.benchmark_group("json_array_decode");
     group.throughput(Throughput::Bytes(array.len() as u64));
     // The direct path reads the same records as NDJSON: arrow-json has no array reader.
-    group.bench_function(BenchmarkId::new("arrow-json-lines", EVENTS), |b| {
+    group.bench_function(BenchmarkId::new("arrow-json-lines", events()), |b| {
         b.iter(|| assert_eq!(s3conn_benches::batches(&data, &schema, BATCH).len(), 13))
     });
     let given = DecodeOptions::default().with_schema(schema.clone());
-    group.bench_function(BenchmarkId::new("s3conn", EVENTS), |b| {
-        b.iter(|| assert_eq!(decode_all(&JsonFormat, &given, &array) as u64, EVENTS))
+    group.bench_function(BenchmarkId::new("s3conn", events()), |b| {
+        b.iter(|| assert_eq!(decode_all(&JsonFormat, &given, &array) as u64, events()))
     });
     group.finish();
     let mut group = c.benchmark_group("json_array_encode");
     group.throughput(Throughput::Bytes(array.len() as u64));
-    group.bench_function(BenchmarkId::new("arrow-json", EVENTS), |b| {
+    group.bench_function(BenchmarkId::new("arrow-json", events()), |b| {
         b.iter(|| {
             let mut w = arrow_json::WriterBuilder::new()
                 .with_explicit_nulls(true)
@@ -353,7 +364,7 @@ fn json_array(c: &mut Criterion) {
             w.into_inner().len()
         })
     });
-    group.bench_function(BenchmarkId::new("s3conn", EVENTS), |b| {
+    group.bench_function(BenchmarkId::new("s3conn", events()), |b| {
         b.iter(|| encode_all(&JsonFormat, &EncodeOptions::default(), &batches).len())
     });
     group.finish();
@@ -361,14 +372,14 @@ fn json_array(c: &mut Criterion) {
 
 /// What each whole-file codec costs on top of plain NDJSON, at its default level.
 fn text_codecs(c: &mut Criterion) {
-    let data = s3conn_benches::ndjson(EVENTS);
+    let data = s3conn_benches::ndjson(events());
     let schema = s3conn_benches::schema(&data);
     let batches = s3conn_benches::batches(&data, &schema, BATCH);
     let mut group = c.benchmark_group("ndjson_encode_codecs");
     group.throughput(Throughput::Bytes(data.len() as u64));
     for codec in ["none", "gzip", "zstd", "bzip2", "xz", "deflate"] {
         let options = EncodeOptions::default().with_codec(codec);
-        group.bench_function(BenchmarkId::new(codec, EVENTS), |b| {
+        group.bench_function(BenchmarkId::new(codec, events()), |b| {
             b.iter(|| encode_all(&NdjsonFormat, &options, &batches).len())
         });
     }
@@ -378,7 +389,7 @@ fn text_codecs(c: &mut Criterion) {
 /// Every Parquet codec, the plugin beside ArrowWriter with the same properties.
 fn parquet_codecs(c: &mut Criterion) {
     use parquet::basic::{BrotliLevel, GzipLevel};
-    let data = s3conn_benches::ndjson(EVENTS);
+    let data = s3conn_benches::ndjson(events());
     let schema = s3conn_benches::schema(&data);
     let batches = s3conn_benches::batches(&data, &schema, BATCH);
     let mut group = c.benchmark_group("parquet_encode_codecs");
@@ -399,18 +410,22 @@ fn parquet_codecs(c: &mut Criterion) {
             .set_max_row_group_bytes(Some(64 << 20))
             .set_max_row_group_row_count(Some(1 << 20))
             .build();
-        group.bench_function(BenchmarkId::new(format!("arrow-rs-{name}"), EVENTS), |b| {
-            b.iter(|| {
-                let mut w =
-                    ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props.clone())).unwrap();
-                for batch in &batches {
-                    w.write(batch).unwrap();
-                }
-                w.into_inner().unwrap().len()
-            })
-        });
+        group.bench_function(
+            BenchmarkId::new(format!("arrow-rs-{name}"), events()),
+            |b| {
+                b.iter(|| {
+                    let mut w =
+                        ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props.clone()))
+                            .unwrap();
+                    for batch in &batches {
+                        w.write(batch).unwrap();
+                    }
+                    w.into_inner().unwrap().len()
+                })
+            },
+        );
         let options = EncodeOptions::default().with_codec(name);
-        group.bench_function(BenchmarkId::new(format!("s3conn-{name}"), EVENTS), |b| {
+        group.bench_function(BenchmarkId::new(format!("s3conn-{name}"), events()), |b| {
             b.iter(|| encode_all(&ParquetFormat::default(), &options, &batches).len())
         });
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
+pub mod discovery;
 pub mod protocol;
 
 /// One event as NDJSON: nested values, a list, nulls, unicode.

@@ -498,8 +498,12 @@ impl<S: Source, K: Sink, T: StateStore + ?Sized> Run<'_, S, K, T> {
                         report.skipped_rows += rows;
                     }
                     Notice::LateArrival { stream, uri } => {
-                        tracing::warn!(%stream, %uri, "late arrival");
+                        tracing::warn!(%stream, %uri, "late arrival: an object appeared below the stream's settled watermark");
                         report.late_arrivals += 1;
+                    }
+                    Notice::Overwritten { stream, uri } => {
+                        tracing::info!(%stream, %uri, "an object already read was rewritten; it is read again");
+                        report.overwrites += 1;
                     }
                 },
             }

@@ -111,6 +111,13 @@ pub enum Notice {
         /// The object's URI.
         uri: String,
     },
+    /// An object already read came back with a new version (a new ETag); it is read again.
+    Overwritten {
+        /// The stream.
+        stream: StreamId,
+        /// The object's URI.
+        uri: String,
+    },
 }
 
 /// One item of a read.

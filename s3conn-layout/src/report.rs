@@ -58,6 +58,9 @@ pub struct SyncReport {
     /// Objects that appeared below the source's settled watermark.
     #[serde(default)]
     pub late_arrivals: u64,
+    /// Objects read again because they were rewritten (a new ETag for a key already read).
+    #[serde(default)]
+    pub overwrites: u64,
     /// The id of the run.
     #[serde(default)]
     pub sync_id: String,
@@ -134,6 +137,7 @@ impl SyncReport {
             files: 0,
             skipped_rows: 0,
             late_arrivals: 0,
+            overwrites: 0,
             sync_id: sync_id.into(),
             dump_id: None,
             streams: Vec::new(),

@@ -8,6 +8,9 @@
 //! [source]
 //! type = "s3"
 //! start_date = "2024-01-01T00:00:00Z"   # optional: backfill from here
+//! settle_lag_secs = 300           # optional: objects this recent are not yet settled
+//! late_window_secs = 86400        # optional: how far below the watermark a late arrival is seen
+//! late_arrivals = "read"          # optional: or "skip", "fail"
 //! [source.connection]
 //! url = "s3://customer-bucket/landing"
 //! [[source.streams]]
@@ -79,6 +82,12 @@ pub(crate) enum SourceSection {
         connection: ConnectionConfig,
         #[serde(default)]
         start_date: Option<DateTime<Utc>>,
+        #[serde(default)]
+        settle_lag_secs: Option<u64>,
+        #[serde(default)]
+        late_window_secs: Option<u64>,
+        #[serde(default)]
+        late_arrivals: Option<String>,
         streams: Vec<StreamSection>,
     },
 }
@@ -204,11 +213,23 @@ pub(crate) fn build_source(section: SourceSection) -> Result<S3Source, s3conn_co
     let SourceSection::S3 {
         connection,
         start_date,
+        settle_lag_secs,
+        late_window_secs,
+        late_arrivals,
         streams,
     } = section;
     let mut builder = S3Source::builder(connection.connect()?);
     if let Some(start) = start_date {
         builder = builder.with_start_date(start);
+    }
+    if let Some(secs) = settle_lag_secs {
+        builder = builder.with_settle_lag(std::time::Duration::from_secs(secs));
+    }
+    if let Some(secs) = late_window_secs {
+        builder = builder.with_late_window(std::time::Duration::from_secs(secs));
+    }
+    if let Some(policy) = late_arrivals {
+        builder = builder.with_late_policy(policy.parse()?);
     }
     for s in streams {
         let mut options = DecodeOptions::default()
@@ -478,6 +499,13 @@ mod tests {
             build_source(config.source).unwrap_err().to_string()
         };
         assert!(source("template = \"${country}/x\"").contains("unknown variable"));
+        let late = "[pipeline]\nid = \"p\"\n[source]\ntype = \"s3\"\nlate_arrivals = \"sometimes\"\nstreams = []\n[source.connection]\nurl = \"s3://b\"\n[sink]\ntype = \"s3\"\n[sink.connection]\nurl = \"s3://b\"\n";
+        let late = build_source(parse(late).unwrap().source).unwrap_err();
+        assert!(
+            late.to_string()
+                .contains("unknown late-arrival policy `sometimes`"),
+            "{late}"
+        );
         assert!(
             source("format = \"csv\"\nformat_options = { delimeter = \";\" }")
                 .contains("`delimeter`")

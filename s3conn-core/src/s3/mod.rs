@@ -11,4 +11,6 @@ mod sink;
 mod source;
 
 pub use sink::{S3Sink, S3SinkBuilder};
-pub use source::{S3Source, S3SourceBuilder, S3StreamConfig};
+pub use source::{
+    DEFAULT_LATE_WINDOW, DEFAULT_SETTLE_LAG, LatePolicy, S3Source, S3SourceBuilder, S3StreamConfig,
+};

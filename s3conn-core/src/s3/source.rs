@@ -11,8 +11,32 @@
 //! chunks); Parquet is read with ranged GETs driven by its decoder. Memory is bounded by
 //! the batch size and the read buffer, never by the object size.
 //!
-//! The state is the set of `(key, ETag)` pairs read, per stream. Full refresh reads every
-//! object again and starts the stream's state afresh.
+//! # State that stays small
+//!
+//! Per stream the state keeps a **settled watermark** and a **frontier**, not every object
+//! ever read:
+//!
+//! - the watermark is a last-modified time below which every object has been read. After a
+//!   run it moves up to the earliest of: now minus the settle lag, the oldest object listed
+//!   but not read (it changed between listing and reading), and the start of the oldest
+//!   multipart upload still open under the prefix (where the store lists them: S3's
+//!   `ListMultipartUploads`). An object's last-modified time is when its upload *started*,
+//!   so an upload that takes hours completes above the watermark and is read as new;
+//! - the frontier is `(key, ETag, size, last-modified)` of the objects read whose
+//!   last-modified time is at most the late window below the watermark.
+//!
+//! A listed object is then: in the frontier with the same ETag (read already, skipped);
+//! in the frontier with another ETag (rewritten: read again, reported as an overwrite);
+//! absent and at or above the watermark (new); absent and below the watermark but within the
+//! late window (a **late arrival**: reported, and read, skipped or refused after the
+//! stream's [`LatePolicy`]); absent and older than that (settled: read long ago, or there
+//! before the first read). Keys that a complete listing no longer finds leave the frontier;
+//! the others age out of it with the late window. Equal timestamps lose nothing: the
+//! comparisons include the watermark itself.
+//!
+//! The state grows with the objects of the late window, never with the history. Full
+//! refresh reads every object again and starts the stream's state afresh. A state written by
+//! an earlier version (every key and ETag read) is read once and replaced.
 //!
 //! # Streams written by a key template
 //!
@@ -33,14 +57,16 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{Attribute, GetOptions, GetRange, ObjectMeta, ObjectStore};
 use s3conn_auth::Connection;
+use s3conn_auth::credentials::{Clock, SystemClock};
 use s3conn_formats::compression::{self, Compression, MAGIC_LEN};
 use s3conn_formats::infer::{conform, merge_schemas};
 use s3conn_formats::{
@@ -66,6 +92,46 @@ const MAX_PLANNED_PREFIXES: usize = 2_000;
 
 /// Folder listings in flight at once.
 const LIST_CONCURRENCY: usize = 8;
+
+/// How far below now the watermark stays unless configured: objects last modified in the
+/// last five minutes are not yet taken as settled (clock skew between the store and this
+/// host, and uploads on stores that cannot list them).
+pub const DEFAULT_SETTLE_LAG: Duration = Duration::from_secs(5 * 60);
+
+/// How far below the watermark the frontier reaches unless configured: an object that
+/// appears up to a day below the watermark is recognised as a late arrival.
+pub const DEFAULT_LATE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// What a stream does with a late arrival: an object that appears below its settled
+/// watermark, within the late window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LatePolicy {
+    /// Read it, and report it (the default).
+    #[default]
+    Read,
+    /// Report it and do not read it; it is not reported again.
+    Skip,
+    /// Fail the sync, naming the object.
+    Fail,
+}
+
+impl std::str::FromStr for LatePolicy {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "read" => Ok(Self::Read),
+            "skip" => Ok(Self::Skip),
+            "fail" => Ok(Self::Fail),
+            other => Err(Error::Config {
+                reason: format!(
+                    "unknown late-arrival policy `{other}`: expected `read`, `skip` or `fail`"
+                ),
+            }),
+        }
+    }
+}
 
 /// One stream of an [`S3Source`]: the objects under a prefix, in one format.
 #[derive(Debug, Clone)]
@@ -173,6 +239,61 @@ pub struct S3SourceBuilder {
     registry: Registry,
     streams: Vec<S3StreamConfig>,
     start_date: Option<DateTime<Utc>>,
+    discovery: Discovery,
+}
+
+/// How a source tells new objects from those it read (see the module documentation).
+#[derive(Debug, Clone)]
+struct Discovery {
+    settle_lag: TimeDelta,
+    late_window: TimeDelta,
+    late_policy: LatePolicy,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Self {
+            settle_lag: delta(DEFAULT_SETTLE_LAG),
+            late_window: delta(DEFAULT_LATE_WINDOW),
+            late_policy: LatePolicy::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl Discovery {
+    /// The watermark after a run at `now`: up to now minus the settle lag, held at the oldest
+    /// object left unread and the oldest open upload, never lower than before. An upload open
+    /// for longer than the late window no longer holds it (an abandoned upload would hold it
+    /// forever); if it completes, its object is older than the window and is not read.
+    fn next_watermark(
+        &self,
+        before: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        oldest_unread: Option<DateTime<Utc>>,
+        oldest_upload: Option<DateTime<Utc>>,
+        stream: &StreamId,
+    ) -> DateTime<Utc> {
+        let settled = now - self.settle_lag;
+        let mut bound = settled;
+        if let Some(t) = oldest_unread {
+            bound = bound.min(t);
+        }
+        if let Some(t) = oldest_upload {
+            let limit = settled - self.late_window;
+            if t < limit {
+                tracing::warn!(%stream, started = %t.to_rfc3339(), "an upload open for longer than the late window no longer holds the watermark: abort it, or raise the late window");
+            }
+            bound = bound.min(t.max(limit));
+        }
+        before.map_or(bound, |w| w.max(bound))
+    }
+}
+
+/// A duration as a chrono delta (a century at most: beyond is no different in practice).
+fn delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d.min(Duration::from_secs(100 * 365 * 24 * 3600))).unwrap_or(TimeDelta::MAX)
 }
 
 impl S3SourceBuilder {
@@ -191,6 +312,34 @@ impl S3SourceBuilder {
     /// Ignore objects last modified before `start` (the start of a historical backfill).
     pub fn with_start_date(mut self, start: DateTime<Utc>) -> Self {
         self.start_date = Some(start);
+        self
+    }
+
+    /// How long after its last-modified time an object counts as settled (default
+    /// [`DEFAULT_SETTLE_LAG`]). The watermark never comes closer to now than this.
+    pub fn with_settle_lag(mut self, lag: Duration) -> Self {
+        self.discovery.settle_lag = delta(lag);
+        self
+    }
+
+    /// How far below the watermark an object that appears is still recognised as a late
+    /// arrival (default [`DEFAULT_LATE_WINDOW`]). The state keeps the objects read within
+    /// it, so a longer window costs state; an object that appears further below is taken as
+    /// settled and not read.
+    pub fn with_late_window(mut self, window: Duration) -> Self {
+        self.discovery.late_window = delta(window);
+        self
+    }
+
+    /// What to do with a late arrival (default [`LatePolicy::Read`]).
+    pub fn with_late_policy(mut self, policy: LatePolicy) -> Self {
+        self.discovery.late_policy = policy;
+        self
+    }
+
+    /// Tell the time with this clock (tests move it).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.discovery.clock = clock;
         self
     }
 
@@ -237,6 +386,7 @@ impl S3SourceBuilder {
                 registry: self.registry,
                 streams,
                 start_date: self.start_date,
+                discovery: self.discovery,
             }),
         })
     }
@@ -259,6 +409,35 @@ enum Listing {
     After { prefix: Path, offset: Path },
     /// Each of these folders.
     Folders(Vec<Path>),
+}
+
+impl Listing {
+    /// Whether the listing would have found `key` had it been there.
+    fn covers(&self, key: &str) -> bool {
+        let under = |prefix: &Path, key: &str| {
+            let prefix = prefix.as_ref();
+            prefix.is_empty()
+                || key
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        };
+        match self {
+            Listing::Whole(prefix) => under(prefix, key),
+            Listing::After { prefix, offset } => under(prefix, key) && key > offset.as_ref(),
+            Listing::Folders(folders) => folders.iter().any(|f| under(f, key)),
+        }
+    }
+}
+
+/// What a stream's listing found.
+#[derive(Debug)]
+struct Plan {
+    /// The objects to read, oldest first, with what each is.
+    todo: Vec<(ObjectMeta, Verdict)>,
+    /// Objects read before that are still there, in the same version.
+    known: Vec<ObjectMeta>,
+    /// What was listed.
+    listing: Listing,
 }
 
 /// The template a stream's keys were written with, compiled for reading keys back.
@@ -310,6 +489,7 @@ struct Inner {
     registry: Registry,
     streams: Vec<ResolvedStream>,
     start_date: Option<DateTime<Utc>>,
+    discovery: Discovery,
 }
 
 /// Pulls files from a bucket; see the module documentation.
@@ -339,6 +519,7 @@ impl S3Source {
             registry: Registry::default(),
             streams: Vec::new(),
             start_date: None,
+            discovery: Discovery::default(),
         }
     }
 }
@@ -350,14 +531,90 @@ struct State {
     streams: BTreeMap<String, StreamState>,
 }
 
+/// The version of the state this source writes.
+const STATE_VERSION: u32 = 2;
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct StreamState {
-    /// Objects read: key → ETag (empty when the store gives none).
-    #[serde(default)]
+    /// Every object last modified before this time has been read (or is settled).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "chrono::serde::ts_nanoseconds_option"
+    )]
+    watermark: Option<DateTime<Utc>>,
+    /// The objects read that were last modified at most the late window below the watermark.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    frontier: BTreeMap<String, Seen>,
+    /// Version 1's objects read (key → ETag): read once, then replaced by the frontier.
+    #[serde(default, skip_serializing)]
     seen: BTreeMap<String, String>,
     /// The stream's merged schema, when schemas are merged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     schema: Option<Schema>,
+}
+
+/// An object read, as the frontier keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Seen {
+    /// Its ETag (empty when the store gives none).
+    #[serde(rename = "e", default, skip_serializing_if = "String::is_empty")]
+    e_tag: String,
+    /// Its size.
+    #[serde(rename = "s")]
+    size: u64,
+    /// Its last-modified time.
+    #[serde(rename = "t", with = "chrono::serde::ts_nanoseconds")]
+    modified: DateTime<Utc>,
+}
+
+impl Seen {
+    fn of(meta: &ObjectMeta) -> Self {
+        Self {
+            e_tag: meta.e_tag.clone().unwrap_or_default(),
+            size: meta.size,
+            modified: meta.last_modified,
+        }
+    }
+}
+
+/// What a listed object is to a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Read before, same version.
+    Known,
+    /// Not read before.
+    New,
+    /// Read before in another version.
+    Overwritten,
+    /// Not read before, and below the watermark within the late window.
+    Late,
+    /// Below the late window: read long ago, or settled before the first read.
+    Settled,
+}
+
+impl StreamState {
+    fn verdict(&self, meta: &ObjectMeta, late_window: TimeDelta) -> Verdict {
+        let e_tag = meta.e_tag.as_deref().unwrap_or("");
+        let key = meta.location.as_ref();
+        let known = self
+            .frontier
+            .get(key)
+            .map(|s| s.e_tag.as_str())
+            .or_else(|| self.seen.get(key).map(String::as_str));
+        match (known, self.watermark) {
+            (Some(t), _) if t == e_tag => Verdict::Known,
+            (Some(_), _) => Verdict::Overwritten,
+            (None, Some(w)) if meta.last_modified < w => {
+                if meta.last_modified >= w - late_window {
+                    Verdict::Late
+                } else {
+                    Verdict::Settled
+                }
+            }
+            (None, _) => Verdict::New,
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -437,6 +694,7 @@ impl Inner {
                 .read_stream(stream, previous, full_refresh, out)
                 .await?;
             state.streams.insert(key, next);
+            state.version = STATE_VERSION;
             let value = serde_json::to_value(&state).map_err(|e| Error::State {
                 key: "s3 source".into(),
                 reason: e.to_string(),
@@ -455,7 +713,7 @@ impl Inner {
             return Ok(whole);
         };
         let id = &stream.config.id;
-        let now = Utc::now();
+        let now = self.discovery.clock.now();
         let ctx = RenderContext::new(id.name(), now)
             .with_optional_namespace(id.namespace().map(str::to_owned));
         // A day past now: a writer whose clock runs ahead, or a zone ahead of UTC.
@@ -516,8 +774,9 @@ impl Inner {
         Error::store("list", self.connection.uri(prefix), source)
     }
 
-    /// The objects of a stream to read now, oldest first.
-    async fn plan(&self, stream: &ResolvedStream, seen: &StreamState) -> Result<Vec<ObjectMeta>> {
+    /// What a stream's listing finds: the objects to read now, oldest first, and those
+    /// read before that are still there.
+    async fn plan(&self, stream: &ResolvedStream, state: &StreamState) -> Result<Plan> {
         let store = self.connection.store();
         let listing = self.listing(stream)?;
         tracing::debug!(stream = %stream.config.id, ?listing, "listing");
@@ -552,15 +811,22 @@ impl Inner {
         };
         // Stores that ignore start-after are held to it here.
         let after = match &listing {
-            Listing::After { offset, .. } => Some(offset.as_ref()),
+            Listing::After { offset, .. } => Some(offset.as_ref().to_owned()),
             _ => None,
         };
-        let metas = listed
-            .into_iter()
-            .flatten()
-            .filter(|m| after.is_none_or(|offset| m.location.as_ref() > offset));
+        let metas = listed.into_iter().flatten().filter(|m| {
+            after
+                .as_deref()
+                .is_none_or(|offset| m.location.as_ref() > offset)
+        });
         let depth = stream.prefix.parts().count();
-        let mut todo: Vec<ObjectMeta> = metas
+        let late_window = self.discovery.late_window;
+        let mut plan = Plan {
+            todo: Vec::new(),
+            known: Vec::new(),
+            listing,
+        };
+        for meta in metas
             .into_iter()
             .filter(|m| {
                 !m.location.parts().skip(depth).any(|p| {
@@ -571,15 +837,35 @@ impl Inner {
             .filter(|m| self.plugin_for(stream, &m.location).is_some())
             .filter(|m| stream.owns(&m.location))
             .filter(|m| self.start_date.is_none_or(|start| m.last_modified >= start))
-            .filter(|m| {
-                seen.seen.get(m.location.as_ref()).map(String::as_str)
-                    != Some(m.e_tag.as_deref().unwrap_or(""))
-            })
-            .collect();
-        todo.sort_by(|a, b| {
+        {
+            match state.verdict(&meta, late_window) {
+                Verdict::Known => plan.known.push(meta),
+                Verdict::Settled => {}
+                verdict => plan.todo.push((meta, verdict)),
+            }
+        }
+        plan.todo.sort_by(|(a, _), (b, _)| {
             (a.last_modified, a.location.as_ref()).cmp(&(b.last_modified, b.location.as_ref()))
         });
-        Ok(todo)
+        Ok(plan)
+    }
+
+    /// When the oldest multipart upload still open under the stream's prefix started, where
+    /// the store lists them. Its object, once complete, carries that time as its last
+    /// modification: the watermark waits for it.
+    async fn oldest_upload(&self, stream: &ResolvedStream) -> Option<DateTime<Utc>> {
+        match self.connection.open_uploads(&stream.prefix).await {
+            Ok(Some(open)) => open
+                .iter()
+                .filter(|u| stream.owns(&u.key) && self.plugin_for(stream, &u.key).is_some())
+                .filter_map(|u| u.initiated)
+                .min(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(stream = %stream.config.id, error = %e, "open uploads could not be listed; an upload that completes later than the settle lag is found as a late arrival");
+                None
+            }
+        }
     }
 
     fn plugin_for(&self, stream: &ResolvedStream, key: &Path) -> Option<Arc<dyn FormatPlugin>> {
@@ -610,14 +896,55 @@ impl Inner {
         out: &Emitter,
     ) -> Result<StreamState> {
         let id = &stream.config.id;
-        let todo = self.plan(stream, &state).await?;
+        let discovery = &self.discovery;
+        let now = discovery.clock.now();
+        let plan = self.plan(stream, &state).await?;
+        let oldest_upload = self.oldest_upload(stream).await;
+        // The next frontier: what is read now, what was read and is still there, and what
+        // the listing could not have seen (a listing from a start key).
+        let mut frontier: BTreeMap<String, Seen> = plan
+            .known
+            .iter()
+            .map(|m| (m.location.to_string(), Seen::of(m)))
+            .collect();
+        for (key, seen) in &state.frontier {
+            if !frontier.contains_key(key) && !plan.listing.covers(key) {
+                frontier.insert(key.clone(), seen.clone());
+            }
+        }
         let mut merged: Option<SchemaRef> = state.schema.take().map(Arc::new);
-        tracing::info!(stream = %id, objects = todo.len(), "reading new objects");
-        for meta in todo {
+        let mut oldest_unread: Option<DateTime<Utc>> = None;
+        tracing::info!(stream = %id, objects = plan.todo.len(), known = plan.known.len(), "reading new objects");
+        for (meta, verdict) in plan.todo {
             let Some(plugin) = self.plugin_for(stream, &meta.location) else {
                 continue;
             };
             let uri = self.connection.uri(&meta.location);
+            if verdict == Verdict::Late {
+                match discovery.late_policy {
+                    LatePolicy::Read => {}
+                    LatePolicy::Skip => {
+                        tracing::warn!(stream = %id, %uri, "a late arrival is skipped by the stream's policy");
+                        out.emit(SourceMessage::Notice(Notice::LateArrival {
+                            stream: id.clone(),
+                            uri,
+                        }))
+                        .await?;
+                        frontier.insert(meta.location.to_string(), Seen::of(&meta));
+                        continue;
+                    }
+                    LatePolicy::Fail => {
+                        return Err(Error::Stream {
+                            stream: id.clone(),
+                            reason: format!(
+                                "{uri} appeared below the stream's settled watermark (last modified {}, watermark {}) and the late-arrival policy is `fail`",
+                                meta.last_modified.to_rfc3339(),
+                                state.watermark.map(|w| w.to_rfc3339()).unwrap_or_default()
+                            ),
+                        });
+                    }
+                }
+            }
             let span = tracing::debug_span!("object", %uri, size = meta.size);
             let _enter = span.enter();
             match self
@@ -633,6 +960,23 @@ impl Inner {
                         }))
                         .await?;
                     }
+                    match verdict {
+                        Verdict::Late => {
+                            out.emit(SourceMessage::Notice(Notice::LateArrival {
+                                stream: id.clone(),
+                                uri: uri.clone(),
+                            }))
+                            .await?;
+                        }
+                        Verdict::Overwritten => {
+                            out.emit(SourceMessage::Notice(Notice::Overwritten {
+                                stream: id.clone(),
+                                uri: uri.clone(),
+                            }))
+                            .await?;
+                        }
+                        Verdict::New | Verdict::Known | Verdict::Settled => {}
+                    }
                     out.emit(SourceMessage::Notice(Notice::ObjectRead {
                         stream: id.clone(),
                         uri,
@@ -640,10 +984,7 @@ impl Inner {
                         bytes: meta.size,
                     }))
                     .await?;
-                    state.seen.insert(
-                        meta.location.to_string(),
-                        meta.e_tag.clone().unwrap_or_default(),
-                    );
+                    frontier.insert(meta.location.to_string(), Seen::of(&meta));
                 }
                 // A full refresh replaces the whole table: committed without this object,
                 // it would drop the rows the previous generation had of it.
@@ -661,11 +1002,23 @@ impl Inner {
                     ..
                 }) => {
                     tracing::info!(%uri, "the object changed after it was listed; it is read on the next run");
+                    oldest_unread = Some(
+                        oldest_unread.map_or(meta.last_modified, |t| t.min(meta.last_modified)),
+                    );
                 }
                 Err(e) => return Err(e),
             }
         }
         state.schema = merged.map(|s| s.as_ref().clone());
+        state.watermark =
+            Some(discovery.next_watermark(state.watermark, now, oldest_unread, oldest_upload, id));
+        let floor = state
+            .watermark
+            .map(|w| w - discovery.late_window)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        frontier.retain(|_, seen| seen.modified >= floor);
+        state.frontier = frontier;
+        state.seen.clear();
         Ok(state)
     }
 

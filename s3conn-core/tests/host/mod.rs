@@ -489,7 +489,7 @@ impl Scenario {
             return BTreeSet::new();
         };
         let state: Value = serde_json::from_slice(&std::fs::read(newest).unwrap()).unwrap();
-        state["committed"]["source"]["streams"]["events"]["seen"]
+        state["committed"]["source"]["streams"]["events"]["frontier"]
             .as_object()
             .map(|seen| seen.keys().cloned().collect())
             .unwrap_or_default()

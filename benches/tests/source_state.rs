@@ -1,0 +1,30 @@
+//! The S3 source's state follows the late window, not the history: after a backfill of
+//! 20,000 objects spread over 100 days, the state keeps about the last day's objects (a
+//! state of every key read, the design before it, keeps all 20,000 and fails here), and an
+//! incremental read with 100 new objects GETs exactly those 100. Sizes and requests are
+//! counted, not timed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use s3conn_benches::discovery::measure;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_keeps_the_late_window_not_the_history() {
+    let f = measure(20_000, 100, 100).await.unwrap();
+    eprintln!("{f:?}");
+    assert_eq!(f.backfill.rows, 20_000);
+    assert_eq!(f.backfill.gets, 20_000);
+    // 200 objects a day; the frontier reaches a day below a watermark five minutes ago,
+    // and the newest hour of the span is still within it.
+    assert!(
+        (150..=300).contains(&f.backfill.frontier),
+        "frontier after the backfill: {}",
+        f.backfill.frontier
+    );
+    assert!(f.backfill.state_bytes * 20 < f.whole_history_bytes);
+    assert_eq!(f.incremental.rows, 100);
+    assert_eq!(f.incremental.gets, 100);
+    assert!(f.incremental.frontier <= f.backfill.frontier + 100);
+    // The listing: 21 pages of 1,000 keys (ordered listing is not built yet).
+    assert_eq!(f.incremental.lists, 21);
+}
