@@ -32,17 +32,9 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use s3conn_formats::avro::AvroFormat;
 use s3conn_formats::{DecodeOptions, EncodeOptions};
 
-/// Events per input: 100,000 when measuring (`cargo bench`), 2,000 when `cargo test` runs
-/// each benchmark once to check that it works (the debug build would take minutes).
+/// Events per input (see [`s3conn_benches::bench_events`]).
 fn events() -> u64 {
-    static EVENTS: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
-        if std::env::args().any(|a| a == "--bench") {
-            100_000
-        } else {
-            2_000
-        }
-    });
-    *EVENTS
+    s3conn_benches::bench_events()
 }
 const CHUNK: usize = 256 << 10;
 const BATCH: usize = 8192;

@@ -200,6 +200,23 @@ impl ObjectStore for Synthetic {
         futures::stream::iter((0..total).map(move |i| Ok(lister.meta(i)))).boxed()
     }
 
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        let inside = prefix.is_none_or(|p| p.as_ref().is_empty() || p.as_ref() == "landing");
+        let total = if inside { self.total() } else { 0 };
+        // The first index whose key sorts after the offset (keys are zero-padded).
+        let first = (0..total)
+            .find(|i| format!("landing/{i:08}.jsonl").as_str() > offset.as_ref())
+            .unwrap_or(total);
+        self.lists
+            .fetch_add((total - first).div_ceil(PAGE).max(1), Ordering::SeqCst);
+        let lister = self.lister();
+        futures::stream::iter((first..total).map(move |i| Ok(lister.meta(i)))).boxed()
+    }
+
     async fn list_with_delimiter(
         &self,
         _prefix: Option<&Path>,
@@ -327,8 +344,13 @@ pub fn peak_resident_bytes() -> u64 {
 
 /// Read a stream of `objects` objects spread over `days` days whole, then add `added` and
 /// read again from the state; with the source's defaults (a settle lag of five minutes, a
-/// late window of a day).
-pub async fn measure(objects: u64, days: i64, added: u64) -> Result<Figures, s3conn_core::Error> {
+/// late window of a day), and keys declared ordered when `ordered`.
+pub async fn measure(
+    objects: u64,
+    days: i64,
+    added: u64,
+    ordered: bool,
+) -> Result<Figures, s3conn_core::Error> {
     let store = Arc::new(Synthetic::new(objects, days));
     let connection = Connection::new(
         Arc::clone(&store) as Arc<dyn ObjectStore>,
@@ -336,7 +358,11 @@ pub async fn measure(objects: u64, days: i64, added: u64) -> Result<Figures, s3c
         "s3://synthetic",
     );
     let source = S3Source::builder(connection)
-        .with_stream(S3StreamConfig::new("events", "landing").with_format("ndjson"))
+        .with_stream(
+            S3StreamConfig::new("events", "landing")
+                .with_format("ndjson")
+                .with_keys_ordered(ordered),
+        )
         .build()?;
     let (backfill, state) = read_once(&source, &store, None).await?;
     store.add(added);

@@ -12,6 +12,20 @@ use arrow_schema::SchemaRef;
 pub mod discovery;
 pub mod protocol;
 
+/// Events per criterion input: 100,000 when measuring (`cargo bench` passes `--bench`),
+/// 2,000 when `cargo test` runs each benchmark once to check that it works (in a debug
+/// build the full inputs take minutes).
+pub fn bench_events() -> u64 {
+    static EVENTS: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        if std::env::args().any(|a| a == "--bench") {
+            100_000
+        } else {
+            2_000
+        }
+    });
+    *EVENTS
+}
+
 /// One event as NDJSON: nested values, a list, nulls, unicode.
 pub fn event_line(i: u64) -> String {
     let names = ["Zoë", "Ana", "Björn", "李雷", "Olu", "Émile"];

@@ -501,6 +501,10 @@ impl<S: Source, K: Sink, T: StateStore + ?Sized> Run<'_, S, K, T> {
                         tracing::warn!(%stream, %uri, "late arrival: an object appeared below the stream's settled watermark");
                         report.late_arrivals += 1;
                     }
+                    Notice::OutOfOrder { stream, uri } => {
+                        tracing::warn!(%stream, %uri, "a key arrived out of order");
+                        report.out_of_order += 1;
+                    }
                     Notice::Overwritten { stream, uri } => {
                         tracing::info!(%stream, %uri, "an object already read was rewritten; it is read again");
                         report.overwrites += 1;

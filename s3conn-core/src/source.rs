@@ -111,6 +111,14 @@ pub enum Notice {
         /// The object's URI.
         uri: String,
     },
+    /// A stream whose keys are ordered found, in its periodic full listing, a new object
+    /// whose key sorts before keys it had already read.
+    OutOfOrder {
+        /// The stream.
+        stream: StreamId,
+        /// The object's URI.
+        uri: String,
+    },
     /// An object already read came back with a new version (a new ETag); it is read again.
     Overwritten {
         /// The stream.

@@ -1,10 +1,14 @@
 //! A randomized model test of the S3 source's incremental discovery: thousands of seeds of
-//! puts (with equal timestamps, and late ones whose last-modified time lies in the past, as
-//! a multipart upload's does), overwrites, deletes and syncs that commit or crash between
-//! read and commit, against a ground truth kept by the test.
+//! puts (with equal timestamps, and late ones whose last-modified time lies in the past),
+//! uploads that stay open for up to 80 minutes and complete with their start time as their
+//! last modification (as S3's multipart uploads do; longer than the late window), overwrites,
+//! deletes and syncs that commit or crash between read and commit, against a ground truth
+//! kept by the test.
 //!
-//! The bucket is a local folder whose files get the modification times the model chooses;
-//! the source tells the time with the model's clock. After every committed sync:
+//! The bucket is a local folder whose files get the modification times the model chooses
+//! (an open upload is a staging file `key#<digits>`, which the local connection lists as an
+//! open upload, started at its modification time); the source tells the time with the
+//! model's clock. After every committed sync:
 //!
 //! - no version of an object was committed twice (0 silently re-read);
 //! - every version present in the bucket is committed (0 missed);
@@ -39,6 +43,8 @@ const LAG: i64 = 60;
 const WINDOW: i64 = 3_600;
 /// The latest a late object's last-modified time lies below now: within the late window.
 const MAX_LATE: i64 = 1_800;
+/// The longest an upload stays open: longer than the late window (it holds the watermark).
+const MAX_UPLOAD: i64 = 4_800;
 
 #[derive(Debug)]
 struct ModelClock(Mutex<DateTime<Utc>>);
@@ -82,6 +88,8 @@ struct Model {
     source: S3Source,
     /// The objects in the bucket: key → its version.
     present: BTreeMap<String, Version>,
+    /// Uploads in progress: key → the version it completes with (last modified at its start).
+    uploads: BTreeMap<String, Version>,
     /// Every version committed, with the key it was committed under.
     committed: BTreeMap<i64, String>,
     /// The last version of each key that a sync committed.
@@ -100,6 +108,7 @@ struct Read {
     versions: Vec<(String, i64)>,
     late: BTreeSet<String>,
     overwritten: BTreeSet<String>,
+    out_of_order: BTreeSet<String>,
     checkpoint: Option<SourceState>,
 }
 
@@ -127,6 +136,7 @@ impl Model {
             clock,
             source,
             present: BTreeMap::new(),
+            uploads: BTreeMap::new(),
             committed: BTreeMap::new(),
             last_committed: BTreeMap::new(),
             state: None,
@@ -160,6 +170,27 @@ impl Model {
         std::fs::rename(&staging, self.path(key)).unwrap();
         self.present
             .insert(key.to_owned(), Version { id, modified });
+    }
+
+    /// Start an upload of a new key: a staging file the local connection lists as open.
+    fn start_upload(&mut self) {
+        let key = format!("landing/k{:05}.jsonl", self.next_key);
+        self.next_key += 1;
+        let id = self.next_version;
+        self.next_version += 1;
+        let staging = self.path(&format!("{key}#{id}"));
+        std::fs::write(&staging, format!("{{\"v\":{id}}}\n")).unwrap();
+        let modified = self.now();
+        set_mtime(&staging, modified);
+        self.uploads.insert(key, Version { id, modified });
+    }
+
+    /// Complete an upload: its object appears, last modified when the upload started.
+    fn complete_upload(&mut self, key: &str) {
+        let version = self.uploads.remove(key).unwrap();
+        let staging = self.path(&format!("{key}#{}", version.id));
+        std::fs::rename(&staging, self.path(key)).unwrap();
+        self.present.insert(key.to_owned(), version);
     }
 
     fn put_new(&mut self, modified: DateTime<Utc>) {
@@ -198,6 +229,9 @@ impl Model {
                 }
                 SourceMessage::Notice(Notice::Overwritten { uri, .. }) => {
                     read.overwritten.insert(key_of(&uri));
+                }
+                SourceMessage::Notice(Notice::OutOfOrder { uri, .. }) => {
+                    read.out_of_order.insert(key_of(&uri));
                 }
                 SourceMessage::Notice(_) => {}
                 other => panic!("unexpected message {other:?}"),
@@ -254,7 +288,13 @@ impl Model {
         let state = read.checkpoint.expect("a checkpoint");
         self.check_state(&state, &at);
         self.state = Some(state);
-        let w = now - TimeDelta::seconds(LAG);
+        // The watermark: now minus the lag, held at the oldest open upload's start unless
+        // that is more than the late window below.
+        let settled = now - TimeDelta::seconds(LAG);
+        let mut w = settled;
+        if let Some(start) = self.uploads.values().map(|v| v.modified).min() {
+            w = w.min(start.max(settled - TimeDelta::seconds(WINDOW)));
+        }
         self.watermark = Some(self.watermark.map_or(w, |m| m.max(w)));
     }
 
@@ -312,6 +352,15 @@ async fn run_seed(seed: u64) {
         };
         m.advance(pause);
         let now = m.now();
+        let overdue: Vec<String> = m
+            .uploads
+            .iter()
+            .filter(|(_, v)| (now - v.modified).num_seconds() >= MAX_UPLOAD)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in overdue {
+            m.complete_upload(&key);
+        }
         match rng.below(100) {
             0..=34 => m.put_new(now),
             35..=44 => {
@@ -324,13 +373,19 @@ async fn run_seed(seed: u64) {
                     m.write(&key, now);
                 }
             }
-            57..=64 => {
+            57..=62 => {
                 if let Some(key) = pick(&mut rng, &m.present) {
                     std::fs::remove_file(m.path(&key)).unwrap();
                     m.present.remove(&key);
                 }
             }
-            65..=71 => {
+            63..=65 => m.start_upload(),
+            66..=68 => {
+                if let Some(key) = pick(&mut rng, &m.uploads) {
+                    m.complete_upload(&key);
+                }
+            }
+            69..=73 => {
                 // A crash between read and commit, after some or all of the read.
                 let stop = (rng.below(2) == 0).then(|| rng.below(6) as usize);
                 let _ = m.read(stop).await;
@@ -372,4 +427,59 @@ async fn discovery_matches_the_model_over_thousands_of_seeds() {
         failures.len(),
         failures[0]
     );
+}
+
+/// A stream whose keys are ordered lists from the last key it read; a key that arrives out
+/// of order is found by the next full listing, and reported.
+#[tokio::test]
+async fn ordered_keys_are_listed_from_the_last_key_read_and_a_full_listing_finds_the_rest() {
+    let m = Model::new(0);
+    let connection = ConnectionConfig::local(m.dir.path().join("bucket"))
+        .connect()
+        .unwrap();
+    let source = S3Source::builder(connection)
+        .with_stream(
+            S3StreamConfig::new("events", "landing")
+                .with_format("ndjson")
+                .with_keys_ordered(true),
+        )
+        .with_settle_lag(Duration::from_secs(LAG as u64))
+        .with_late_window(Duration::from_secs(WINDOW as u64))
+        .with_full_listing_interval(Duration::from_secs(3_600))
+        .with_clock(Arc::clone(&m.clock) as Arc<dyn Clock>)
+        .build()
+        .unwrap();
+    let mut m = Model { source, ..m };
+    for _ in 0..5 {
+        m.advance(10);
+        m.put_new(m.now());
+    }
+    let first = m.read(None).await;
+    assert_eq!(first.versions.len(), 5);
+    m.state = first.checkpoint;
+    assert_eq!(
+        m.state.as_ref().unwrap().0["streams"]["events"]["high_water"],
+        "landing/k00004.jsonl"
+    );
+
+    // A key after the last one, and one that sorts before it.
+    m.advance(10);
+    m.put_new(m.now());
+    let early = "landing/k00002a.jsonl";
+    m.write(early, m.now());
+    let second = m.read(None).await;
+    let keys: Vec<&str> = second.versions.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["landing/k00005.jsonl"]);
+    assert!(second.out_of_order.is_empty());
+    m.state = second.checkpoint;
+
+    // An hour on, the full listing finds it.
+    m.advance(3_600);
+    let third = m.read(None).await;
+    let keys: Vec<&str> = third.versions.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, [early]);
+    assert_eq!(third.out_of_order, BTreeSet::from([early.to_owned()]));
+    m.state = third.checkpoint;
+    m.advance(10);
+    assert!(m.read(None).await.versions.is_empty());
 }

@@ -61,6 +61,9 @@ pub struct SyncReport {
     /// Objects read again because they were rewritten (a new ETag for a key already read).
     #[serde(default)]
     pub overwrites: u64,
+    /// Objects of a stream with ordered keys found out of order by a periodic full listing.
+    #[serde(default)]
+    pub out_of_order: u64,
     /// The id of the run.
     #[serde(default)]
     pub sync_id: String,
@@ -138,6 +141,7 @@ impl SyncReport {
             skipped_rows: 0,
             late_arrivals: 0,
             overwrites: 0,
+            out_of_order: 0,
             sync_id: sync_id.into(),
             dump_id: None,
             streams: Vec::new(),

@@ -11,6 +11,7 @@
 //! settle_lag_secs = 300           # optional: objects this recent are not yet settled
 //! late_window_secs = 86400        # optional: how far below the watermark a late arrival is seen
 //! late_arrivals = "read"          # optional: or "skip", "fail"
+//! full_listing_interval_secs = 86400   # optional: streams with keys_ordered = true
 //! [source.connection]
 //! url = "s3://customer-bucket/landing"
 //! [[source.streams]]
@@ -88,6 +89,8 @@ pub(crate) enum SourceSection {
         late_window_secs: Option<u64>,
         #[serde(default)]
         late_arrivals: Option<String>,
+        #[serde(default)]
+        full_listing_interval_secs: Option<u64>,
         streams: Vec<StreamSection>,
     },
 }
@@ -113,6 +116,9 @@ pub(crate) struct StreamSection {
     merge_schemas: bool,
     #[serde(default)]
     nested_as_json: bool,
+    /// The keys sort in the order objects are written: list after the last key read.
+    #[serde(default)]
+    keys_ordered: bool,
     /// The key template the stream's objects were written with (relative to `prefix`).
     #[serde(default)]
     template: Option<String>,
@@ -216,6 +222,7 @@ pub(crate) fn build_source(section: SourceSection) -> Result<S3Source, s3conn_co
         settle_lag_secs,
         late_window_secs,
         late_arrivals,
+        full_listing_interval_secs,
         streams,
     } = section;
     let mut builder = S3Source::builder(connection.connect()?);
@@ -231,6 +238,9 @@ pub(crate) fn build_source(section: SourceSection) -> Result<S3Source, s3conn_co
     if let Some(policy) = late_arrivals {
         builder = builder.with_late_policy(policy.parse()?);
     }
+    if let Some(secs) = full_listing_interval_secs {
+        builder = builder.with_full_listing_interval(std::time::Duration::from_secs(secs));
+    }
     for s in streams {
         let mut options = DecodeOptions::default()
             .with_error_policy(match s.on_error {
@@ -244,7 +254,8 @@ pub(crate) fn build_source(section: SourceSection) -> Result<S3Source, s3conn_co
         }
         let mut stream = S3StreamConfig::new(&s.name, s.prefix)
             .with_decode_options(options)
-            .with_schema_merging(s.merge_schemas);
+            .with_schema_merging(s.merge_schemas)
+            .with_keys_ordered(s.keys_ordered);
         if let Some(ns) = s.namespace {
             stream = stream.with_namespace(ns);
         }

@@ -12,5 +12,6 @@ mod source;
 
 pub use sink::{S3Sink, S3SinkBuilder};
 pub use source::{
-    DEFAULT_LATE_WINDOW, DEFAULT_SETTLE_LAG, LatePolicy, S3Source, S3SourceBuilder, S3StreamConfig,
+    DEFAULT_FULL_LISTING_INTERVAL, DEFAULT_LATE_WINDOW, DEFAULT_SETTLE_LAG, LatePolicy, S3Source,
+    S3SourceBuilder, S3StreamConfig,
 };

@@ -102,6 +102,9 @@ pub const DEFAULT_SETTLE_LAG: Duration = Duration::from_secs(5 * 60);
 /// appears up to a day below the watermark is recognised as a late arrival.
 pub const DEFAULT_LATE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// How often a stream whose keys are ordered is listed whole unless configured: daily.
+pub const DEFAULT_FULL_LISTING_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// What a stream does with a late arrival: an object that appears below its settled
 /// watermark, within the late window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -143,6 +146,7 @@ pub struct S3StreamConfig {
     options: DecodeOptions,
     template: Option<Template>,
     merge_schemas: bool,
+    keys_ordered: bool,
 }
 
 impl S3StreamConfig {
@@ -157,6 +161,7 @@ impl S3StreamConfig {
             options: DecodeOptions::default(),
             template: None,
             merge_schemas: false,
+            keys_ordered: false,
         }
     }
 
@@ -200,6 +205,17 @@ impl S3StreamConfig {
     /// state, so it only ever widens: later runs read new objects into it too.
     pub fn with_schema_merging(mut self, merge: bool) -> Self {
         self.merge_schemas = merge;
+        self
+    }
+
+    /// Declare that the stream's keys sort in the order its objects are written (a
+    /// zero-padded time or sequence number leads them). A run then lists only the keys after
+    /// the last one it read (S3's `start-after`): its LIST requests follow the new objects,
+    /// not the stream. A full listing still runs every
+    /// [`with_full_listing_interval`](S3SourceBuilder::with_full_listing_interval) (a day by
+    /// default) and reports a key that arrived out of order ([`Notice::OutOfOrder`]).
+    pub fn with_keys_ordered(mut self, ordered: bool) -> Self {
+        self.keys_ordered = ordered;
         self
     }
 
@@ -248,6 +264,7 @@ struct Discovery {
     settle_lag: TimeDelta,
     late_window: TimeDelta,
     late_policy: LatePolicy,
+    full_listing_every: TimeDelta,
     clock: Arc<dyn Clock>,
 }
 
@@ -257,6 +274,7 @@ impl Default for Discovery {
             settle_lag: delta(DEFAULT_SETTLE_LAG),
             late_window: delta(DEFAULT_LATE_WINDOW),
             late_policy: LatePolicy::default(),
+            full_listing_every: delta(DEFAULT_FULL_LISTING_INTERVAL),
             clock: Arc::new(SystemClock),
         }
     }
@@ -334,6 +352,14 @@ impl S3SourceBuilder {
     /// What to do with a late arrival (default [`LatePolicy::Read`]).
     pub fn with_late_policy(mut self, policy: LatePolicy) -> Self {
         self.discovery.late_policy = policy;
+        self
+    }
+
+    /// How often a stream with ordered keys ([`S3StreamConfig::with_keys_ordered`]) is
+    /// listed whole to find keys that arrived out of order (default
+    /// [`DEFAULT_FULL_LISTING_INTERVAL`]).
+    pub fn with_full_listing_interval(mut self, every: Duration) -> Self {
+        self.discovery.full_listing_every = delta(every);
         self
     }
 
@@ -429,6 +455,13 @@ impl Listing {
     }
 }
 
+/// The uploads open under a stream's prefix.
+#[derive(Debug, Default)]
+struct OpenUploads {
+    oldest: Option<DateTime<Utc>>,
+    first_key: Option<String>,
+}
+
 /// What a stream's listing found.
 #[derive(Debug)]
 struct Plan {
@@ -438,6 +471,8 @@ struct Plan {
     known: Vec<ObjectMeta>,
     /// What was listed.
     listing: Listing,
+    /// The greatest key listed that is the stream's and sorts before every open upload.
+    last_key: Option<String>,
 }
 
 /// The template a stream's keys were written with, compiled for reading keys back.
@@ -546,6 +581,16 @@ struct StreamState {
     /// The objects read that were last modified at most the late window below the watermark.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     frontier: BTreeMap<String, Seen>,
+    /// With ordered keys: every listed key up to this one has been read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    high_water: Option<String>,
+    /// With ordered keys: when the stream was last listed whole.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "chrono::serde::ts_nanoseconds_option"
+    )]
+    listed_whole_at: Option<DateTime<Utc>>,
     /// Version 1's objects read (key → ETag): read once, then replaced by the frontier.
     #[serde(default, skip_serializing)]
     seen: BTreeMap<String, String>,
@@ -707,7 +752,25 @@ impl Inner {
 
     /// How to list a stream's objects: its whole prefix, or, with a start date and a
     /// template whose leading folders hold the time, only what lies from the start date on.
-    fn listing(&self, stream: &ResolvedStream) -> Result<Listing> {
+    fn listing(&self, stream: &ResolvedStream, state: &StreamState) -> Result<Listing> {
+        if stream.config.keys_ordered
+            && let Some(high_water) = &state.high_water
+        {
+            let now = self.discovery.clock.now();
+            let due = state
+                .listed_whole_at
+                .is_none_or(|t| now - t >= self.discovery.full_listing_every);
+            if !due {
+                let offset = Path::parse(high_water).map_err(|e| Error::State {
+                    key: "s3 source".into(),
+                    reason: format!("the high-water key `{high_water}` is not a key: {e}"),
+                })?;
+                return Ok(Listing::After {
+                    prefix: stream.prefix.clone(),
+                    offset,
+                });
+            }
+        }
         let whole = Listing::Whole(stream.prefix.clone());
         let (Some(layout), Some(start)) = (&stream.layout, self.start_date) else {
             return Ok(whole);
@@ -776,9 +839,14 @@ impl Inner {
 
     /// What a stream's listing finds: the objects to read now, oldest first, and those
     /// read before that are still there.
-    async fn plan(&self, stream: &ResolvedStream, state: &StreamState) -> Result<Plan> {
+    async fn plan(
+        &self,
+        stream: &ResolvedStream,
+        state: &StreamState,
+        uploads: &OpenUploads,
+    ) -> Result<Plan> {
         let store = self.connection.store();
-        let listing = self.listing(stream)?;
+        let listing = self.listing(stream, state)?;
         tracing::debug!(stream = %stream.config.id, ?listing, "listing");
         let listed: Vec<Vec<ObjectMeta>> = match &listing {
             Listing::Whole(prefix) => vec![
@@ -825,6 +893,7 @@ impl Inner {
             todo: Vec::new(),
             known: Vec::new(),
             listing,
+            last_key: None,
         };
         for meta in metas
             .into_iter()
@@ -838,6 +907,13 @@ impl Inner {
             .filter(|m| stream.owns(&m.location))
             .filter(|m| self.start_date.is_none_or(|start| m.last_modified >= start))
         {
+            let before_uploads = uploads
+                .first_key
+                .as_deref()
+                .is_none_or(|first| meta.location.as_ref() < first);
+            if before_uploads && plan.last_key.as_deref() < Some(meta.location.as_ref()) {
+                plan.last_key = Some(meta.location.to_string());
+            }
             match state.verdict(&meta, late_window) {
                 Verdict::Known => plan.known.push(meta),
                 Verdict::Settled => {}
@@ -850,20 +926,26 @@ impl Inner {
         Ok(plan)
     }
 
-    /// When the oldest multipart upload still open under the stream's prefix started, where
-    /// the store lists them. Its object, once complete, carries that time as its last
-    /// modification: the watermark waits for it.
-    async fn oldest_upload(&self, stream: &ResolvedStream) -> Option<DateTime<Utc>> {
+    /// The multipart uploads still open under the stream's prefix, where the store lists
+    /// them: when the oldest started (its object, once complete, carries that time as its
+    /// last modification: the watermark waits for it) and the first key (a high-water key
+    /// does not pass it).
+    async fn open_uploads(&self, stream: &ResolvedStream) -> OpenUploads {
         match self.connection.open_uploads(&stream.prefix).await {
-            Ok(Some(open)) => open
-                .iter()
-                .filter(|u| stream.owns(&u.key) && self.plugin_for(stream, &u.key).is_some())
-                .filter_map(|u| u.initiated)
-                .min(),
-            Ok(None) => None,
+            Ok(Some(open)) => {
+                let open: Vec<_> = open
+                    .iter()
+                    .filter(|u| stream.owns(&u.key) && self.plugin_for(stream, &u.key).is_some())
+                    .collect();
+                OpenUploads {
+                    oldest: open.iter().filter_map(|u| u.initiated).min(),
+                    first_key: open.iter().map(|u| u.key.to_string()).min(),
+                }
+            }
+            Ok(None) => OpenUploads::default(),
             Err(e) => {
                 tracing::warn!(stream = %stream.config.id, error = %e, "open uploads could not be listed; an upload that completes later than the settle lag is found as a late arrival");
-                None
+                OpenUploads::default()
             }
         }
     }
@@ -898,8 +980,9 @@ impl Inner {
         let id = &stream.config.id;
         let discovery = &self.discovery;
         let now = discovery.clock.now();
-        let plan = self.plan(stream, &state).await?;
-        let oldest_upload = self.oldest_upload(stream).await;
+        // Open uploads first: one that completes after this finds its object in the listing.
+        let uploads = self.open_uploads(stream).await;
+        let plan = self.plan(stream, &state, &uploads).await?;
         // The next frontier: what is read now, what was read and is still there, and what
         // the listing could not have seen (a listing from a start key).
         let mut frontier: BTreeMap<String, Seen> = plan
@@ -914,6 +997,16 @@ impl Inner {
         }
         let mut merged: Option<SchemaRef> = state.schema.take().map(Arc::new);
         let mut oldest_unread: Option<DateTime<Utc>> = None;
+        // A key at or below the high-water mark found by a whole listing came out of order.
+        let ordered_whole =
+            stream.config.keys_ordered && !matches!(plan.listing, Listing::After { .. });
+        let out_of_order = |meta: &ObjectMeta| {
+            ordered_whole
+                && state
+                    .high_water
+                    .as_deref()
+                    .is_some_and(|hw| meta.location.as_ref() <= hw)
+        };
         tracing::info!(stream = %id, objects = plan.todo.len(), known = plan.known.len(), "reading new objects");
         for (meta, verdict) in plan.todo {
             let Some(plugin) = self.plugin_for(stream, &meta.location) else {
@@ -977,6 +1070,14 @@ impl Inner {
                         }
                         Verdict::New | Verdict::Known | Verdict::Settled => {}
                     }
+                    if verdict != Verdict::Overwritten && out_of_order(&meta) {
+                        tracing::warn!(stream = %id, %uri, "a key below the stream's high-water key arrived out of order; found by the periodic full listing");
+                        out.emit(SourceMessage::Notice(Notice::OutOfOrder {
+                            stream: id.clone(),
+                            uri: uri.clone(),
+                        }))
+                        .await?;
+                    }
                     out.emit(SourceMessage::Notice(Notice::ObjectRead {
                         stream: id.clone(),
                         uri,
@@ -1011,13 +1112,23 @@ impl Inner {
         }
         state.schema = merged.map(|s| s.as_ref().clone());
         state.watermark =
-            Some(discovery.next_watermark(state.watermark, now, oldest_unread, oldest_upload, id));
+            Some(discovery.next_watermark(state.watermark, now, oldest_unread, uploads.oldest, id));
         let floor = state
             .watermark
             .map(|w| w - discovery.late_window)
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
         frontier.retain(|_, seen| seen.modified >= floor);
         state.frontier = frontier;
+        if stream.config.keys_ordered {
+            // Every key listed up to the last one is read, unless one was left unread: then
+            // the next run lists from the same place again.
+            if oldest_unread.is_none() && plan.last_key > state.high_water {
+                state.high_water = plan.last_key;
+            }
+            if ordered_whole {
+                state.listed_whole_at = Some(now);
+            }
+        }
         state.seen.clear();
         Ok(state)
     }
@@ -1412,7 +1523,11 @@ mod tests {
             .build()
             .unwrap();
         let stream = source.inner.streams.first().unwrap();
-        let Listing::Folders(folders) = source.inner.listing(stream).unwrap() else {
+        let Listing::Folders(folders) = source
+            .inner
+            .listing(stream, &StreamState::default())
+            .unwrap()
+        else {
             panic!("day-first folders are listed one by one");
         };
         assert_eq!(
