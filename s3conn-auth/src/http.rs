@@ -41,7 +41,7 @@ pub struct RequestCounts {
     pub requests: u64,
     /// Bytes of request bodies sent.
     pub body_bytes: u64,
-    /// Requests that failed in a way the client retries: a 5xx, 429 (SlowDown) or 408
+    /// Requests that failed in a way the client retries: a 5xx other than 501, 429 (SlowDown) or 408
     /// status, or a transport error (reset, timeout). Each was followed by a retry unless
     /// the retry budget was spent.
     pub failed: u64,
@@ -80,9 +80,11 @@ impl RequestStats {
     }
 }
 
-/// Whether a status is one object_store's client retries.
+/// Whether a status is one a client retries (object_store also retries 501; s3conn does not).
 pub(crate) fn is_retried_status(status: http::StatusCode) -> bool {
-    status.is_server_error()
+    // 501 says the server lacks the feature (s3s-fs answers ListMultipartUploads so):
+    // asking again cannot help, and it is not counted as a retried failure.
+    (status.is_server_error() && status != http::StatusCode::NOT_IMPLEMENTED)
         || status == http::StatusCode::TOO_MANY_REQUESTS
         || status == http::StatusCode::REQUEST_TIMEOUT
 }
