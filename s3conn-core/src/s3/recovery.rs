@@ -25,6 +25,7 @@
 //! 5. Delete the journal.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
@@ -213,18 +214,19 @@ async fn sweep_staging(conn: &Connection, prefix: &Path, report: &mut Cleanup) -
 
 /// Abort upload `id` of `path`. A failure is final only when the upload is still there:
 /// some servers answer an unknown upload id with 403 rather than 404, so a store that can
-/// list its open uploads is asked; one that cannot is taken at its word and the upload
-/// reported, without keeping the journal forever.
+/// list its open uploads is asked. One that cannot is taken at its word: the reason is
+/// returned for the caller to report (unless a completion still running shows up first),
+/// without keeping the journal forever.
 async fn abort(
     conn: &Connection,
     path: &Path,
     id: &str,
     report: &mut Cleanup,
     guard: &mut Guard<'_>,
-) {
+) -> Option<String> {
     let Err(e) = retry::send("abort upload", || conn.abort_upload(path, id)).await else {
         report.aborted += 1;
-        return;
+        return None;
     };
     match conn.open_uploads(path).await {
         Ok(Some(open)) if !open.iter().any(|u| u.key == *path && u.id == id) => {
@@ -238,12 +240,36 @@ async fn abort(
             );
         }
         Ok(None) => {
-            guard.leave(
-                path.as_ref(),
-                format!("its upload {id} could not be aborted ({e}); if it is still open, a lifecycle rule (AbortIncompleteMultipartUpload) removes it"),
-            );
+            return Some(format!(
+                "its upload {id} could not be aborted ({e}); if it is still open, a lifecycle rule (AbortIncompleteMultipartUpload) removes it"
+            ));
         }
     }
+    None
+}
+
+/// How long the clean-up waits for a completion that a killed attempt sent: the server
+/// goes on with a request whose client died, so an upload that cannot be aborted may be
+/// turning into its file right now.
+const COMPLETION_WAITS: [Duration; 4] = [
+    Duration::from_millis(100),
+    Duration::from_millis(300),
+    Duration::from_millis(900),
+    Duration::from_millis(2_700),
+];
+
+/// Wait for `path` to appear (see [`COMPLETION_WAITS`]); what it holds then.
+async fn wait_for_completion(
+    conn: &Connection,
+    path: &Path,
+) -> Result<Option<(ObjectMeta, Option<String>)>> {
+    for wait in COMPLETION_WAITS {
+        tokio::time::sleep(wait).await;
+        if let Some(found) = inspect(conn, path).await? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
 }
 
 /// Delete an attempt's journal records, in bulk (S3's `DeleteObjects`, 1,000 keys a request).
@@ -456,7 +482,37 @@ pub(crate) async fn clean_attempt(
         // folder's staging files).
         if !completed || conn.is_local_folder() {
             for id in &f.upload_ids {
-                abort(conn, &path, id, &mut report, &mut guard).await;
+                let Some(reason) = abort(conn, &path, id, &mut report, &mut guard).await else {
+                    continue;
+                };
+                // Not there when looked at, and its upload will not abort: a completion the
+                // killed attempt sent may be finishing. If the file comes and is provably
+                // this attempt's, it goes like any other.
+                let arrived = if found.is_none() {
+                    wait_for_completion(conn, &path).await?
+                } else {
+                    None
+                };
+                match arrived {
+                    Some((meta, attempt))
+                        if (unique_keys || attempt.as_deref() == Some(sync_id))
+                            && !keep.contains(key)
+                            && !committed.lists(key, meta.e_tag.as_deref()) =>
+                    {
+                        journal
+                            .write(
+                                conn,
+                                Entry::UploadDone {
+                                    key: key.to_owned(),
+                                },
+                            )
+                            .await?;
+                        if guard.delete(key, Why::Orphan).await? == Outcome::Deleted {
+                            tracing::debug!(%key, %sync_id, "deleted a file whose completion finished during the clean-up");
+                        }
+                    }
+                    _ => guard.leave(path.as_ref(), reason),
+                }
             }
         }
         if f.intended && (f.upload_started || conn.is_local_folder()) {
