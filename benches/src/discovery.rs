@@ -45,6 +45,10 @@ pub struct Synthetic {
     added_at: DateTime<Utc>,
     lists: AtomicU64,
     gets: AtomicU64,
+    unpinned: AtomicU64,
+    latency: Duration,
+    in_flight: AtomicU64,
+    most_in_flight: AtomicU64,
 }
 
 impl fmt::Display for Synthetic {
@@ -73,7 +77,27 @@ impl Synthetic {
             added_at: Utc::now(),
             lists: AtomicU64::new(0),
             gets: AtomicU64::new(0),
+            unpinned: AtomicU64::new(0),
+            latency: Duration::ZERO,
+            in_flight: AtomicU64::new(0),
+            most_in_flight: AtomicU64::new(0),
         }
+    }
+
+    /// Answer each GET only after `latency`, as a remote store would.
+    pub fn with_get_latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// The most GETs that were waiting for their answer at once.
+    pub fn most_in_flight(&self) -> u64 {
+        self.most_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// GETs that did not carry the ETag the object was listed with.
+    pub fn unpinned(&self) -> u64 {
+        self.unpinned.load(Ordering::SeqCst)
     }
 
     /// Make `count` more objects appear, last modified now.
@@ -159,6 +183,15 @@ impl ObjectStore for Synthetic {
             });
         };
         let meta = self.meta(i);
+        if options.if_match.is_none() {
+            self.unpinned.fetch_add(1, Ordering::SeqCst);
+        }
+        if !self.latency.is_zero() {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(self.latency).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
         if let Some(wanted) = &options.if_match
             && Some(wanted) != meta.e_tag.as_ref()
         {

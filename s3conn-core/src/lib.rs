@@ -67,12 +67,12 @@ pub mod state;
 
 pub use error::{Error, Result};
 pub use lease::DEFAULT_LEASE_TTL;
-pub use pipeline::{Pipeline, Progress, ProgressFn};
+pub use pipeline::{CommitEvery, Pipeline, Progress, ProgressFn};
 pub use record::{Batch, Position, StreamId, SyncMode};
 pub use sink::{CommitReceipt, CommitRequest, Fence, Sink, SinkExt, SyncContext};
 pub use source::{
-    Notice, ReadAll, ReadRequest, Source, SourceExt, SourceMessage, SourceState, SourceStream,
-    StreamInfo,
+    CheckpointSignal, Notice, ReadAll, ReadRequest, Source, SourceExt, SourceMessage, SourceState,
+    SourceStream, StreamInfo,
 };
 pub use state::{StateStore, StateVersion, Versioned};
 

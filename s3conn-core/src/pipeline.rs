@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::lease::{DEFAULT_LEASE_TTL, Lease};
 use crate::record::{StreamId, SyncMode};
-use crate::sink::{CommitRequest, Fence, Sink, SyncContext};
+use crate::sink::{CommitReceipt, CommitRequest, Fence, Sink, SyncContext};
 use crate::source::{Notice, ReadRequest, Source, SourceMessage, SourceState};
 use crate::state::{StateStore, StateVersion, validate_key};
 
@@ -57,6 +57,84 @@ const MAX_PIPELINE_ID: usize = 200;
 
 /// A progress callback.
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// When a long sync commits what it has read so far, so that a crash late in a large
+/// backfill redoes one chunk, not the whole sync.
+///
+/// Once the objects read since the last commit reach `objects`, or their bytes reach
+/// `bytes`, or `interval` has passed, the pipeline asks the source for a checkpoint
+/// ([`CheckpointSignal`](crate::CheckpointSignal)) and commits at the first one that
+/// comes: the sink's delivery (its own manifest and attempt), then the source's state.
+/// The run's report sums the deliveries (`deliveries` lists their dump ids). A run with a
+/// full-refresh stream commits once, at its end: committing part of a new generation would
+/// show readers a table with rows missing.
+///
+/// ```
+/// use std::time::Duration;
+/// use s3conn_core::CommitEvery;
+///
+/// let every = CommitEvery::default();
+/// assert_eq!(every.objects, Some(1_000));
+/// let small = CommitEvery::never().with_objects(100).with_interval(Duration::from_secs(60));
+/// assert_eq!((small.objects, small.bytes), (Some(100), None));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommitEvery {
+    /// Objects (source files) read.
+    pub objects: Option<u64>,
+    /// Bytes of the objects read (as stored, before decompression).
+    pub bytes: Option<u64>,
+    /// Time since the chunk began.
+    pub interval: Option<std::time::Duration>,
+}
+
+impl Default for CommitEvery {
+    /// 1,000 objects, 1 GiB or 10 minutes, whichever comes first.
+    fn default() -> Self {
+        Self {
+            objects: Some(1_000),
+            bytes: Some(1 << 30),
+            interval: Some(std::time::Duration::from_secs(600)),
+        }
+    }
+}
+
+impl CommitEvery {
+    /// One commit per sync, at its end, however long it runs.
+    pub const fn never() -> Self {
+        Self {
+            objects: None,
+            bytes: None,
+            interval: None,
+        }
+    }
+
+    /// Commit once this many objects were read since the last commit (0: no such limit).
+    pub fn with_objects(mut self, objects: u64) -> Self {
+        self.objects = (objects > 0).then_some(objects);
+        self
+    }
+
+    /// Commit once the objects read since the last commit hold this many bytes (0: no such
+    /// limit).
+    pub fn with_bytes(mut self, bytes: u64) -> Self {
+        self.bytes = (bytes > 0).then_some(bytes);
+        self
+    }
+
+    /// Commit once this long has passed since the last commit (zero: no such limit).
+    pub fn with_interval(mut self, interval: std::time::Duration) -> Self {
+        self.interval = (!interval.is_zero()).then_some(interval);
+        self
+    }
+
+    fn reached(&self, objects: u64, bytes: u64, elapsed: std::time::Duration) -> bool {
+        self.objects.is_some_and(|n| objects >= n)
+            || self.bytes.is_some_and(|n| bytes >= n)
+            || self.interval.is_some_and(|t| elapsed >= t)
+    }
+}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct StoredState {
@@ -111,6 +189,7 @@ pub struct Pipeline<S, K, T> {
     next_sync_in: Option<chrono::Duration>,
     progress: Option<ProgressFn>,
     lease_ttl: std::time::Duration,
+    commit_every: CommitEvery,
 }
 
 impl<S: fmt::Debug, K: fmt::Debug, T: fmt::Debug> fmt::Debug for Pipeline<S, K, T> {
@@ -122,6 +201,7 @@ impl<S: fmt::Debug, K: fmt::Debug, T: fmt::Debug> fmt::Debug for Pipeline<S, K, 
             .field("state", &self.state)
             .field("default_mode", &self.default_mode)
             .field("modes", &self.modes)
+            .field("commit_every", &self.commit_every)
             .finish_non_exhaustive()
     }
 }
@@ -146,6 +226,7 @@ impl<S: Source, K: Sink, T: StateStore> Pipeline<S, K, T> {
             next_sync_in: None,
             progress: None,
             lease_ttl: DEFAULT_LEASE_TTL,
+            commit_every: CommitEvery::default(),
         })
     }
 
@@ -173,6 +254,13 @@ impl<S: Source, K: Sink, T: StateStore> Pipeline<S, K, T> {
     /// at once that the holder's process is gone).
     pub fn with_lease_ttl(mut self, ttl: std::time::Duration) -> Self {
         self.lease_ttl = ttl.max(std::time::Duration::from_millis(300));
+        self
+    }
+
+    /// When a long sync commits part-way (default: every 1,000 objects, 1 GiB or 10
+    /// minutes); see [`CommitEvery`].
+    pub fn with_commit_every(mut self, every: CommitEvery) -> Self {
+        self.commit_every = every;
         self
     }
 
@@ -221,7 +309,7 @@ impl<S: Source, K: Sink, T: StateStore> Pipeline<S, K, T> {
             let counters = self.request_counters();
             let before: Vec<RequestCounts> = counters.iter().map(|c| c.snapshot()).collect();
             let mut report = SyncReport::new(&sync_id, started.timestamp_millis());
-            let mut committed = false;
+            let mut attempt = Attempt::default();
             let outcome = {
                 let Self {
                     id,
@@ -231,6 +319,7 @@ impl<S: Source, K: Sink, T: StateStore> Pipeline<S, K, T> {
                     default_mode,
                     modes,
                     progress,
+                    commit_every,
                     ..
                 } = &mut *self;
                 let (confirms, requests) = tokio::sync::mpsc::channel(1);
@@ -242,10 +331,11 @@ impl<S: Source, K: Sink, T: StateStore> Pipeline<S, K, T> {
                     default_mode: *default_mode,
                     modes,
                     progress: progress.as_ref(),
+                    commit_every: *commit_every,
                     lease: &lease,
                     fence: lease_fence(confirms, id.clone()),
                 };
-                let sync = run.sync(&sync_id, started, &mut report, &mut committed);
+                let sync = run.sync(&sync_id, started, &mut report, &mut attempt);
                 let renew = keep_renewed(&lease, &*state, requests);
                 tokio::pin!(sync);
                 tokio::pin!(renew);
@@ -271,10 +361,10 @@ impl<S: Source, K: Sink, T: StateStore> Pipeline<S, K, T> {
                     }
                 }
                 Err(error) => {
-                    if !committed && let Err(e) = self.sink.abort().await {
+                    if attempt.open && let Err(e) = self.sink.abort().await {
                         tracing::warn!(error = %e, "aborting the sink failed; the next run cleans up");
                     }
-                    report.status = if committed {
+                    report.status = if attempt.committed {
                         SyncStatus::Partial
                     } else {
                         SyncStatus::Failed
@@ -406,6 +496,62 @@ async fn save_state<T: StateStore + ?Sized>(
     state.save(id, Bytes::from(bytes), expected).await
 }
 
+/// Where a run stands with its sink.
+#[derive(Debug, Default)]
+struct Attempt {
+    /// The sink has an attempt begun and not committed: a failure aborts it.
+    open: bool,
+    /// A delivery of the run committed: a later failure makes the run partial.
+    committed: bool,
+}
+
+/// What the run took since its last commit.
+struct Chunk {
+    objects: u64,
+    bytes: u64,
+    rows: u64,
+    started: std::time::Instant,
+    /// A limit was reached and the source was asked for a checkpoint.
+    due: bool,
+}
+
+impl Chunk {
+    fn new() -> Self {
+        Self {
+            objects: 0,
+            bytes: 0,
+            rows: 0,
+            started: std::time::Instant::now(),
+            due: false,
+        }
+    }
+}
+
+/// Add a committed delivery to the run's report.
+fn add_delivery(report: &mut SyncReport, receipt: CommitReceipt) {
+    report.rows += receipt.rows();
+    report.bytes += receipt.bytes();
+    report.files += receipt.files.len() as u64;
+    if let Some(dump_id) = receipt.dump_id {
+        report.dump_id = Some(dump_id);
+        report.deliveries.push(dump_id);
+    }
+    for stream in receipt.streams {
+        match report
+            .streams
+            .iter_mut()
+            .find(|s| s.name == stream.name && s.namespace == stream.namespace)
+        {
+            Some(known) => {
+                known.rows += stream.rows;
+                known.bytes += stream.bytes;
+                known.files += stream.files;
+            }
+            None => report.streams.push(stream),
+        }
+    }
+}
+
 /// One run's borrowed parts.
 struct Run<'a, S, K, T: ?Sized> {
     id: &'a str,
@@ -415,6 +561,7 @@ struct Run<'a, S, K, T: ?Sized> {
     default_mode: SyncMode,
     modes: &'a HashMap<String, SyncMode>,
     progress: Option<&'a ProgressFn>,
+    commit_every: CommitEvery,
     lease: &'a tokio::sync::Mutex<Lease>,
     /// Confirms the lease right before the sink makes the delivery visible.
     fence: Fence,
@@ -430,11 +577,11 @@ impl<S: Source, K: Sink, T: StateStore + ?Sized> Run<'_, S, K, T> {
     }
 
     async fn sync(
-        self,
+        mut self,
         sync_id: &str,
         started: DateTime<Utc>,
         report: &mut SyncReport,
-        committed: &mut bool,
+        attempt: &mut Attempt,
     ) -> Result<()> {
         let (mut stored, mut version) = load_state(self.state, self.id).await?;
 
@@ -466,11 +613,17 @@ impl<S: Source, K: Sink, T: StateStore + ?Sized> Run<'_, S, K, T> {
             ctx = ctx.with_stream(info.id.clone(), mode);
             request = request.with_mode(info.id, mode);
         }
+        // A full refresh is one delivery: part of a new generation would hide rows.
+        let chunked = self.commit_every != CommitEvery::never()
+            && ctx.streams.iter().all(|(_, m)| *m == SyncMode::Incremental);
+        let wanted = request.checkpoint_wanted.clone();
 
         self.sink.begin(&ctx).await?;
+        attempt.open = true;
         let mut messages = self.source.read(request).await?;
         let mut latest: Option<SourceState> = None;
         let mut progress = Progress::default();
+        let mut chunk = Chunk::new();
         while let Some(message) = messages.next().await {
             match message? {
                 SourceMessage::Batch(batch) => {
@@ -479,16 +632,39 @@ impl<S: Source, K: Sink, T: StateStore + ?Sized> Run<'_, S, K, T> {
                     }
                     progress.rows += batch.num_rows() as u64;
                     progress.stream = Some(batch.stream.clone());
+                    chunk.rows += batch.num_rows() as u64;
                     self.sink.write(batch).await?;
                     if let Some(f) = self.progress {
                         f(&progress);
                     }
                 }
-                SourceMessage::Checkpoint(state) => latest = Some(state),
+                SourceMessage::Checkpoint(state) => {
+                    if chunk.due && (chunk.objects > 0 || chunk.rows > 0) {
+                        // Commit the chunk, then go on in a new attempt of the sink.
+                        self.commit(
+                            &mut stored,
+                            &mut version,
+                            sync_id,
+                            Some(state),
+                            report,
+                            attempt,
+                        )
+                        .await?;
+                        ctx.sync_id = uuid::Uuid::now_v7().to_string();
+                        tracing::info!(objects = chunk.objects, bytes = chunk.bytes, next = %ctx.sync_id, "chunk committed; the sync goes on");
+                        self.sink.begin(&ctx).await?;
+                        attempt.open = true;
+                        chunk = Chunk::new();
+                    } else {
+                        latest = Some(state);
+                    }
+                }
                 SourceMessage::Notice(notice) => match notice {
                     Notice::ObjectRead { bytes, .. } => {
                         progress.objects += 1;
                         progress.bytes += bytes;
+                        chunk.objects += 1;
+                        chunk.bytes += bytes;
                         if let Some(f) = self.progress {
                             f(&progress);
                         }
@@ -511,9 +687,34 @@ impl<S: Source, K: Sink, T: StateStore + ?Sized> Run<'_, S, K, T> {
                     }
                 },
             }
+            if chunked
+                && !chunk.due
+                && self
+                    .commit_every
+                    .reached(chunk.objects, chunk.bytes, chunk.started.elapsed())
+            {
+                chunk.due = true;
+                wanted.raise();
+            }
         }
         drop(messages);
 
+        // The last chunk; with nothing new since a chunk's commit, it only moves the state.
+        self.commit(&mut stored, &mut version, sync_id, latest, report, attempt)
+            .await
+    }
+
+    /// Commit what the sink holds with the source's checkpoint `source` (or the committed
+    /// one, when the source gave none), and add the delivery to the report.
+    async fn commit(
+        &mut self,
+        stored: &mut StoredState,
+        version: &mut Option<StateVersion>,
+        sync_id: &str,
+        source: Option<SourceState>,
+        report: &mut SyncReport,
+        attempt: &mut Attempt,
+    ) -> Result<()> {
         let seq = stored.committed.as_ref().map_or(1, |c| c.seq + 1);
         // Before anything becomes visible: make sure this run still holds the lease.
         self.lease.lock().await.confirm(self.state).await?;
@@ -521,29 +722,26 @@ impl<S: Source, K: Sink, T: StateStore + ?Sized> Run<'_, S, K, T> {
             seq,
             sync_id: sync_id.to_owned(),
             at: Utc::now().timestamp_millis(),
-            source: latest.or_else(|| stored.committed.as_ref().and_then(|c| c.source.clone())),
+            source: source.or_else(|| stored.committed.as_ref().and_then(|c| c.source.clone())),
         };
         stored.pending = Some(checkpoint.clone());
-        let version = save_state(self.state, self.id, &stored, version).await?;
+        let pending = save_state(self.state, self.id, stored, *version).await?;
+        *version = Some(pending);
         failpoint::hit("pipeline.before_commit");
 
         let receipt = self
             .sink
             .commit(&CommitRequest::checkpoint(seq).with_fence(self.fence.clone()))
             .await?;
-        *committed = true;
+        attempt.open = false;
+        attempt.committed = true;
         failpoint::hit("pipeline.after_commit");
+        add_delivery(report, receipt);
 
         stored.committed = Some(checkpoint);
         stored.pending = None;
-        save_state(self.state, self.id, &stored, Some(version)).await?;
+        *version = Some(save_state(self.state, self.id, stored, Some(pending)).await?);
         failpoint::hit("pipeline.after_state_save");
-
-        report.rows = receipt.rows();
-        report.bytes = receipt.bytes();
-        report.files = receipt.files.len() as u64;
-        report.dump_id = receipt.dump_id;
-        report.streams = receipt.streams;
         Ok(())
     }
 }

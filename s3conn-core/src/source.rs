@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow_schema::SchemaRef;
 use async_trait::async_trait;
@@ -57,6 +58,42 @@ pub struct ReadRequest {
     pub state: Option<SourceState>,
     /// The sync mode per stream; streams not listed are incremental.
     pub modes: HashMap<StreamId, SyncMode>,
+    /// Raised by the reader (the [`Pipeline`](crate::Pipeline)) when it wants a checkpoint
+    /// soon, to commit what it has so far; see [`CheckpointSignal`].
+    pub checkpoint_wanted: CheckpointSignal,
+}
+
+/// A reader's request for a checkpoint in the middle of a read.
+///
+/// A long read (a backfill of many objects) is committed in chunks: when the
+/// [`Pipeline`](crate::Pipeline) has taken enough since its last commit, it raises the
+/// signal; a source that can describe a partial read checks it at its safe points (after
+/// each object, for the S3 source), lowers it and yields a [`SourceMessage::Checkpoint`].
+/// A source that ignores it still yields its checkpoints where it always does, and the
+/// pipeline commits at the first one that comes.
+///
+/// ```
+/// use s3conn_core::CheckpointSignal;
+///
+/// let signal = CheckpointSignal::default();
+/// assert!(!signal.take());
+/// signal.raise();
+/// assert!(signal.take());
+/// assert!(!signal.take(), "taking lowers it");
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointSignal(Arc<AtomicBool>);
+
+impl CheckpointSignal {
+    /// Ask for a checkpoint.
+    pub fn raise(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Whether a checkpoint was asked for since the last call; lowers the signal.
+    pub fn take(&self) -> bool {
+        self.0.swap(false, Ordering::AcqRel)
+    }
 }
 
 impl ReadRequest {
@@ -65,6 +102,7 @@ impl ReadRequest {
         Self {
             state,
             modes: HashMap::new(),
+            checkpoint_wanted: CheckpointSignal::default(),
         }
     }
 

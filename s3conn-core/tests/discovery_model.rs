@@ -483,3 +483,47 @@ async fn ordered_keys_are_listed_from_the_last_key_read_and_a_full_listing_finds
     m.advance(10);
     assert!(m.read(None).await.versions.is_empty());
 }
+
+/// A key that arrives out of order just after a full listing is found by the next one while
+/// it is still within the late window, even when the configured interval is longer than the
+/// window (the source lists whole at least every window minus the lag and a margin); at a
+/// poll every 20 minutes, a listing two hours apart would find it settled and never read it.
+#[tokio::test]
+async fn an_out_of_order_key_is_found_before_it_leaves_the_late_window() {
+    let m = Model::new(0);
+    let connection = ConnectionConfig::local(m.dir.path().join("bucket"))
+        .connect()
+        .unwrap();
+    let source = S3Source::builder(connection)
+        .with_stream(
+            S3StreamConfig::new("events", "landing")
+                .with_format("ndjson")
+                .with_keys_ordered(true),
+        )
+        .with_settle_lag(Duration::from_secs(LAG as u64))
+        .with_late_window(Duration::from_secs(WINDOW as u64))
+        .with_full_listing_interval(Duration::from_secs(2 * WINDOW as u64))
+        .with_clock(Arc::clone(&m.clock) as Arc<dyn Clock>)
+        .build()
+        .unwrap();
+    let mut m = Model { source, ..m };
+    for _ in 0..3 {
+        m.advance(10);
+        m.put_new(m.now());
+    }
+    let first = m.read(None).await;
+    assert_eq!(first.versions.len(), 3);
+    m.state = first.checkpoint;
+    // Right after that full listing, a key that sorts before the last one read.
+    m.advance(5);
+    let early = "landing/k00000a.jsonl";
+    m.write(early, m.now());
+    let mut found = Vec::new();
+    for _ in 0..9 {
+        m.advance(20 * 60);
+        let read = m.read(None).await;
+        found.extend(read.versions.into_iter().map(|(k, _)| k));
+        m.state = read.checkpoint;
+    }
+    assert_eq!(found, [early]);
+}

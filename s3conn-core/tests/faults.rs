@@ -37,6 +37,7 @@ fn case(output: Output, full_refresh: bool, unique_keys: bool) -> Case {
         first_objects: objects,
         later_objects: objects,
         rows,
+        chunk_objects: 0,
     }
 }
 

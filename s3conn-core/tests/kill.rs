@@ -48,6 +48,13 @@ fn case(target: Target, output: Output, full_refresh: bool, unique_keys: bool) -
         // A full refresh rewrites everything each time: one new object keeps the runs short.
         later_objects: if full_refresh { 1 } else { objects },
         rows,
+        // Incremental Parquet syncs commit every two objects: kills land in a chunk after
+        // another chunk of the same run committed. (Multipart files need whole syncs.)
+        chunk_objects: if output == Output::ParquetByDate && !full_refresh {
+            2
+        } else {
+            0
+        },
     }
 }
 
@@ -248,6 +255,90 @@ async fn killed_at_every_named_step_on_loopback_s3() {
         named_steps(case(Target::S3, Output::NdjsonMultipart, false, false)),
     ])
     .await;
+}
+
+/// A backfill of many objects commits in chunks: killed at any chunk's commit, or in the
+/// middle of a chunk, it keeps every chunk committed before, and the next run reads only
+/// what is not committed: at most one chunk is read twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 6)]
+async fn a_killed_backfill_redoes_at_most_one_chunk() {
+    const CHUNK: u64 = 4;
+    // The source reads on while the pipeline commits: a chunk may take an object or two
+    // more than asked before the source sees the request for a checkpoint.
+    const READ_AHEAD: u64 = 2;
+    let case = Case {
+        first_objects: 24,
+        later_objects: 0,
+        rows: 50,
+        chunk_objects: CHUNK,
+        ..case(Target::Local, Output::ParquetByDate, false, false)
+    };
+    let kills = [
+        ("pipeline.before_commit", 2),
+        ("sink.commit.before_manifest", 3),
+        ("pipeline.after_commit", 2),
+        ("sink.file.after_put", 9),
+        ("pipeline.before_commit", 5),
+    ];
+    for (point, n) in kills {
+        let mut s = Scenario::new(case.clone()).await;
+        s.land(case.first_objects).await;
+        s.set_step(format!("backfill killed at {point} #{n}"));
+        assert!(
+            blocking(|| s.kill_at(point, n)),
+            "[{}] {point} #{n} not reached:\n{}",
+            s.label(),
+            s.last_stderr()
+        );
+        s.check_state_not_ahead().await;
+        let committed = s.committed_objects().len() as u64;
+        let pending = s.pending_objects();
+        // Every chunk before the kill is kept: the state moved at each of them.
+        let chunks_before = match point {
+            "pipeline.before_commit" | "sink.commit.before_manifest" => n - 1,
+            "pipeline.after_commit" => n - 1,
+            _ => 0,
+        };
+        assert!(
+            committed >= chunks_before * CHUNK,
+            "[{}] {committed} objects committed, {chunks_before} chunks of {CHUNK} expected",
+            s.label()
+        );
+        if !pending.is_empty() {
+            let at_risk = pending.len() as u64 - committed;
+            assert!(
+                at_risk <= CHUNK + READ_AHEAD,
+                "[{}] the chunk being committed held {at_risk} objects",
+                s.label()
+            );
+        }
+        let rerun = blocking(|| s.run_until_success(3));
+        s.check_exact().await;
+        let report = rerun.report();
+        // After a kill past the manifest, the next run promotes the pending checkpoint.
+        let promoted = if point == "pipeline.after_commit" {
+            pending.len() as u64
+        } else {
+            committed
+        };
+        let read_again = report["rows"].as_u64().unwrap() / case.rows;
+        assert_eq!(
+            read_again,
+            case.first_objects - promoted,
+            "[{}] the next run read {read_again} objects: {report}",
+            s.label()
+        );
+        let deliveries = report["deliveries"].as_array().map_or(0, Vec::len) as u64;
+        assert!(
+            deliveries * (CHUNK + READ_AHEAD) >= read_again,
+            "[{}] the next run committed {read_again} objects in {deliveries} deliveries",
+            s.label()
+        );
+        eprintln!(
+            "[{}] {committed} objects committed before the kill, {read_again} read after it in {deliveries} deliveries",
+            s.label()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 6)]

@@ -26,6 +26,7 @@ fn case(target: Target) -> Case {
         first_objects: 4,
         later_objects: 2,
         rows: 300,
+        chunk_objects: 0,
     }
 }
 

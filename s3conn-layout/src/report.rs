@@ -67,9 +67,13 @@ pub struct SyncReport {
     /// The id of the run.
     #[serde(default)]
     pub sync_id: String,
-    /// The manifest the run committed, when it committed one.
+    /// The manifest the run committed last, when it committed one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dump_id: Option<u64>,
+    /// Every manifest the run committed, in order: a long sync commits in chunks, each a
+    /// delivery of its own; the counts above sum them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deliveries: Vec<u64>,
     /// Per-stream counts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub streams: Vec<StreamReport>,
@@ -144,6 +148,7 @@ impl SyncReport {
             out_of_order: 0,
             sync_id: sync_id.into(),
             dump_id: None,
+            deliveries: Vec::new(),
             streams: Vec::new(),
             requests: 0,
             retries: 0,

@@ -4,6 +4,7 @@
 //! [pipeline]
 //! id = "events-to-warehouse"      # names the state; letters, digits, . _ -
 //! mode = "incremental"            # or "full_refresh"; per stream: [pipeline.modes]
+//! commit_every_objects = 1000     # optional: a long sync commits in chunks (objects, MiB, secs)
 //!
 //! [source]
 //! type = "s3"
@@ -12,6 +13,7 @@
 //! late_window_secs = 86400        # optional: how far below the watermark a late arrival is seen
 //! late_arrivals = "read"          # optional: or "skip", "fail"
 //! full_listing_interval_secs = 86400   # optional: streams with keys_ordered = true
+//! read_concurrency = 3            # optional: objects read at once
 //! [source.connection]
 //! url = "s3://customer-bucket/landing"
 //! [[source.streams]]
@@ -43,7 +45,7 @@ use s3conn_core::layout::template::{CharacterPolicy, Clock, TemplateOptions};
 use s3conn_core::layout::{SyncReport, Template};
 use s3conn_core::s3::{S3Sink, S3Source, S3StreamConfig};
 use s3conn_core::state::{LocalFileStateStore, ObjectStoreStateStore, StateStore};
-use s3conn_core::{Pipeline, SyncMode};
+use s3conn_core::{CommitEvery, Pipeline, SyncMode};
 use serde::Deserialize;
 
 use crate::{Failure, progress};
@@ -73,6 +75,16 @@ pub(crate) struct PipelineSection {
     /// How long the pipeline's lease lasts unless renewed (default 60).
     #[serde(default)]
     pub(crate) lease_ttl_secs: Option<u64>,
+    /// A long sync commits once this many objects were read since its last commit
+    /// (default 1000; 0: no such limit).
+    #[serde(default)]
+    pub(crate) commit_every_objects: Option<u64>,
+    /// … or once they hold this many MiB (default 1024; 0: no such limit).
+    #[serde(default)]
+    pub(crate) commit_every_mb: Option<u64>,
+    /// … or this many seconds after it (default 600; 0: no such limit).
+    #[serde(default)]
+    pub(crate) commit_every_secs: Option<u64>,
 }
 
 /// `[source]`
@@ -91,6 +103,9 @@ pub(crate) enum SourceSection {
         late_arrivals: Option<String>,
         #[serde(default)]
         full_listing_interval_secs: Option<u64>,
+        /// Objects read at once (default: one more than the cores, at most 4).
+        #[serde(default)]
+        read_concurrency: Option<usize>,
         streams: Vec<StreamSection>,
     },
 }
@@ -223,6 +238,7 @@ pub(crate) fn build_source(section: SourceSection) -> Result<S3Source, s3conn_co
         late_window_secs,
         late_arrivals,
         full_listing_interval_secs,
+        read_concurrency,
         streams,
     } = section;
     let mut builder = S3Source::builder(connection.connect()?);
@@ -240,6 +256,9 @@ pub(crate) fn build_source(section: SourceSection) -> Result<S3Source, s3conn_co
     }
     if let Some(secs) = full_listing_interval_secs {
         builder = builder.with_full_listing_interval(std::time::Duration::from_secs(secs));
+    }
+    if let Some(n) = read_concurrency {
+        builder = builder.with_read_concurrency(n);
     }
     for s in streams {
         let mut options = DecodeOptions::default()
@@ -446,6 +465,17 @@ pub(crate) async fn run(path: &Path) -> Result<SyncReport, Failure> {
     if let Some(secs) = config.pipeline.lease_ttl_secs {
         pipeline = pipeline.with_lease_ttl(std::time::Duration::from_secs(secs));
     }
+    let mut every = CommitEvery::default();
+    if let Some(n) = config.pipeline.commit_every_objects {
+        every = every.with_objects(n);
+    }
+    if let Some(mb) = config.pipeline.commit_every_mb {
+        every = every.with_bytes(mb.saturating_mul(1 << 20));
+    }
+    if let Some(secs) = config.pipeline.commit_every_secs {
+        every = every.with_interval(std::time::Duration::from_secs(secs));
+    }
+    pipeline = pipeline.with_commit_every(every);
     let bar = progress::bar("sync");
     let shown = bar.clone();
     let mut pipeline = pipeline.with_progress(move |p| progress::show(&shown, p));

@@ -12,6 +12,7 @@ mod source;
 
 pub use sink::{S3Sink, S3SinkBuilder};
 pub use source::{
-    DEFAULT_FULL_LISTING_INTERVAL, DEFAULT_LATE_WINDOW, DEFAULT_SETTLE_LAG, LatePolicy, S3Source,
-    S3SourceBuilder, S3StreamConfig,
+    DEFAULT_FULL_LISTING_INTERVAL, DEFAULT_LATE_WINDOW, DEFAULT_READ_MEMORY, DEFAULT_SETTLE_LAG,
+    LatePolicy, READ_MEMORY_PER_OBJECT, S3Source, S3SourceBuilder, S3StreamConfig,
+    default_read_concurrency,
 };

@@ -1098,7 +1098,18 @@ impl Sink for S3Sink {
                 "finished the earlier attempts of this pipeline"
             );
         }
-        self.recovery = Some(recovery);
+        // A sync that commits in chunks begins once per chunk: the report tells all.
+        self.recovery = Some(match self.recovery.take() {
+            Some(mut earlier) => {
+                earlier.attempts += recovery.attempts;
+                earlier.deleted += recovery.deleted;
+                earlier.aborted += recovery.aborted;
+                earlier.left.extend(recovery.left);
+                earlier.unfinished |= recovery.unfinished;
+                earlier
+            }
+            None => recovery,
+        });
         self.last_dump_id = list_manifests(&self.cfg.connection)
             .await?
             .last()

@@ -55,7 +55,7 @@
 //!   month. A folder's time is then its objects' time: a folder before the start date is not
 //!   read, whenever its objects were written.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,7 +81,8 @@ use tokio::sync::mpsc;
 use crate::error::{Error, Result};
 use crate::record::{Batch, Position, StreamId, SyncMode};
 use crate::source::{
-    Notice, ReadRequest, Source, SourceMessage, SourceState, SourceStream, StreamInfo,
+    CheckpointSignal, Notice, ReadRequest, Source, SourceMessage, SourceState, SourceStream,
+    StreamInfo,
 };
 
 /// Bytes read from a decompressed object per decoder call.
@@ -256,6 +257,7 @@ pub struct S3SourceBuilder {
     streams: Vec<S3StreamConfig>,
     start_date: Option<DateTime<Utc>>,
     discovery: Discovery,
+    read_concurrency: usize,
 }
 
 /// How a source tells new objects from those it read (see the module documentation).
@@ -281,6 +283,14 @@ impl Default for Discovery {
 }
 
 impl Discovery {
+    /// How often an ordered stream is listed whole: as configured, but never so rarely that
+    /// a key that arrived out of order just after a listing falls below the late window
+    /// before the next one finds it.
+    fn full_listing_interval(&self) -> TimeDelta {
+        let bound = self.late_window - self.settle_lag - TimeDelta::minutes(10);
+        self.full_listing_every.min(bound).max(TimeDelta::zero())
+    }
+
     /// The watermark after a run at `now`: up to now minus the settle lag, held at the oldest
     /// object left unread and the oldest open upload, never lower than before. An upload open
     /// for longer than the late window no longer holds it (an abandoned upload would hold it
@@ -355,9 +365,13 @@ impl S3SourceBuilder {
         self
     }
 
-    /// How often a stream with ordered keys ([`S3StreamConfig::with_keys_ordered`]) is
-    /// listed whole to find keys that arrived out of order (default
-    /// [`DEFAULT_FULL_LISTING_INTERVAL`]).
+    /// How often a stream with ordered keys ([`S3StreamConfig::with_keys_ordered`], or a
+    /// template whose time folders lead) is listed whole to find keys that arrived out of
+    /// order (default [`DEFAULT_FULL_LISTING_INTERVAL`]).
+    ///
+    /// A key that arrives out of order must be found while it is still within the late
+    /// window, or it would be taken as settled: the listing comes at least every late window
+    /// minus the settle lag and ten minutes of clock skew, whatever is set here.
     pub fn with_full_listing_interval(mut self, every: Duration) -> Self {
         self.discovery.full_listing_every = delta(every);
         self
@@ -366,6 +380,15 @@ impl S3SourceBuilder {
     /// Tell the time with this clock (tests move it).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.discovery.clock = clock;
+        self
+    }
+
+    /// How many objects are read at once (default [`default_read_concurrency`]; at least
+    /// one). Each runs in its own task, so decoding uses every core; batches still come out
+    /// object by object, in the order a sequential read would give, and every read stays
+    /// pinned to the ETag its object was listed with.
+    pub fn with_read_concurrency(mut self, objects: usize) -> Self {
+        self.read_concurrency = objects.max(1);
         self
     }
 
@@ -395,6 +418,7 @@ impl S3SourceBuilder {
             let layout = match &config.template {
                 Some(template) => Some(StreamLayout {
                     matcher: template.matcher()?,
+                    time_depth: time_depth(template, &config.id),
                     template: template.clone(),
                 }),
                 None => None,
@@ -413,6 +437,7 @@ impl S3SourceBuilder {
                 streams,
                 start_date: self.start_date,
                 discovery: self.discovery,
+                read_concurrency: self.read_concurrency,
             }),
         })
     }
@@ -480,6 +505,44 @@ struct Plan {
 struct StreamLayout {
     template: Template,
     matcher: KeyMatcher,
+    /// When the template's leading folders hold its time fields zero-padded, most
+    /// significant first, keys sort in time order by their first `time_depth` folders (the
+    /// stream then lists from the folder of the last key read).
+    time_depth: Option<usize>,
+}
+
+/// Whether `template`'s leading folders sort in time order, and how many folders that
+/// takes: rendered over three spans where a field that is not zero-padded, or that comes
+/// before a coarser one, sorts out of order (a new year, month 9 to 10, day 9 to 10 with
+/// every hour between), the folders must come out strictly ascending.
+fn time_depth(template: &Template, stream: &StreamId) -> Option<usize> {
+    let ctx = RenderContext::new(stream.name(), DateTime::<Utc>::UNIX_EPOCH)
+        .with_optional_namespace(stream.namespace().map(str::to_owned));
+    let at = |y, mo, d, h| {
+        chrono::NaiveDate::from_ymd_opt(y, mo, d)
+            .and_then(|d| d.and_hms_opt(h, 0, 0))
+            .map(|t| t.and_utc())
+    };
+    let spans = [
+        (at(2023, 12, 30, 0)?, at(2024, 1, 2, 0)?),
+        (at(2024, 9, 29, 0)?, at(2024, 10, 2, 0)?),
+        (at(2024, 1, 8, 20)?, at(2024, 1, 11, 4)?),
+    ];
+    let mut depth = None;
+    for (from, to) in spans {
+        let prefixes = template.prefixes(&ctx, from, to).ok()?;
+        let ascending = prefixes.len() > 1
+            && prefixes
+                .windows(2)
+                .all(|w| matches!(w, [a, b] if a < b && !b.starts_with(a.as_str())));
+        if !ascending {
+            return None;
+        }
+        depth = prefixes
+            .first()
+            .map(|p| p.trim_end_matches('/').split('/').count());
+    }
+    depth
 }
 
 impl ResolvedStream {
@@ -512,6 +575,32 @@ impl ResolvedStream {
         (stream_ok && namespace_ok).then_some(parsed)
     }
 
+    /// Whether the stream's keys sort in time order: declared, or read off its template.
+    fn ordered(&self) -> bool {
+        self.config.keys_ordered || self.layout.as_ref().is_some_and(|l| l.time_depth.is_some())
+    }
+
+    /// Where an ordered listing resumes: after the high-water key itself when the keys are
+    /// declared ordered; after the time folder that holds it when the order comes from the
+    /// template (keys inside one folder can come in any order).
+    fn resume_after(&self, high_water: &str) -> String {
+        match self.layout.as_ref().and_then(|l| l.time_depth) {
+            Some(depth) if !self.config.keys_ordered => {
+                let base = self.prefix.as_ref();
+                let relative = high_water
+                    .strip_prefix(base)
+                    .map(|k| k.trim_start_matches('/'))
+                    .unwrap_or(high_water);
+                let folders: Vec<&str> = relative.split('/').take(depth).collect();
+                match (base.is_empty(), folders.join("/")) {
+                    (true, folder) => folder,
+                    (false, folder) => format!("{base}/{folder}"),
+                }
+            }
+            _ => high_water.to_owned(),
+        }
+    }
+
     /// Whether `key` belongs to this stream (always, without a template).
     fn owns(&self, key: &Path) -> bool {
         self.layout.is_none() || self.parse_key(key).is_some()
@@ -525,6 +614,7 @@ struct Inner {
     streams: Vec<ResolvedStream>,
     start_date: Option<DateTime<Utc>>,
     discovery: Discovery,
+    read_concurrency: usize,
 }
 
 /// Pulls files from a bucket; see the module documentation.
@@ -555,8 +645,27 @@ impl S3Source {
             streams: Vec::new(),
             start_date: None,
             discovery: Discovery::default(),
+            read_concurrency: default_read_concurrency(),
         }
     }
+}
+
+/// The memory a source's reads may hold at once, by default: with
+/// [`READ_MEMORY_PER_OBJECT`] it bounds how many objects are read at a time.
+pub const DEFAULT_READ_MEMORY: usize = 256 << 20;
+
+/// What one object's read may hold (a Parquet row group's column chunks, or a row
+/// format's read buffer, batch in progress and two batches waiting), as the default read
+/// concurrency assumes it.
+pub const READ_MEMORY_PER_OBJECT: usize = 64 << 20;
+
+/// How many objects a source reads at once unless told
+/// ([`S3SourceBuilder::with_read_concurrency`]): one more than the cores, so that a core
+/// decodes while a request waits, and no more than [`DEFAULT_READ_MEMORY`] holds.
+pub fn default_read_concurrency() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    // Both bounds are constants, the upper one above 1: clamp cannot panic.
+    (cores + 1).clamp(1, (DEFAULT_READ_MEMORY / READ_MEMORY_PER_OBJECT).max(1))
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -691,7 +800,7 @@ impl Source for S3Source {
         let inner = Arc::clone(&self.inner);
         let task = tokio::spawn(async move {
             let out = Emitter { tx };
-            if let Err(e) = inner.read_all(&request, state, &out).await {
+            if let Err(e) = Inner::read_all(&inner, &request, state, &out).await {
                 let _ = out.tx.send(Err(e)).await;
             }
         });
@@ -724,9 +833,37 @@ impl Emitter {
     }
 }
 
+/// Where a read stands, for a checkpoint part-way through a stream: the state of the
+/// streams before it, the stream's key in it, and the reader's signal.
+struct Interim<'a> {
+    state: &'a State,
+    key: &'a str,
+    wanted: &'a CheckpointSignal,
+}
+
+impl Interim<'_> {
+    /// The source's state with the stream at `partial`.
+    fn checkpoint(&self, partial: StreamState) -> Result<SourceState> {
+        let mut state = self.state.clone();
+        state.streams.insert(self.key.to_owned(), partial);
+        state.version = STATE_VERSION;
+        serde_json::to_value(&state)
+            .map(SourceState)
+            .map_err(|e| Error::State {
+                key: "s3 source".into(),
+                reason: e.to_string(),
+            })
+    }
+}
+
 impl Inner {
-    async fn read_all(&self, request: &ReadRequest, mut state: State, out: &Emitter) -> Result<()> {
-        for stream in &self.streams {
+    async fn read_all(
+        self: &Arc<Self>,
+        request: &ReadRequest,
+        mut state: State,
+        out: &Emitter,
+    ) -> Result<()> {
+        for (index, stream) in self.streams.iter().enumerate() {
             let id = &stream.config.id;
             let key = id.to_string();
             let full_refresh = request.mode(id) == SyncMode::FullRefresh;
@@ -735,8 +872,13 @@ impl Inner {
             } else {
                 state.streams.get(&key).cloned().unwrap_or_default()
             };
+            let at = Interim {
+                state: &state,
+                key: &key,
+                wanted: &request.checkpoint_wanted,
+            };
             let next = self
-                .read_stream(stream, previous, full_refresh, out)
+                .read_stream(index, previous, full_refresh, &at, out)
                 .await?;
             state.streams.insert(key, next);
             state.version = STATE_VERSION;
@@ -753,18 +895,19 @@ impl Inner {
     /// How to list a stream's objects: its whole prefix, or, with a start date and a
     /// template whose leading folders hold the time, only what lies from the start date on.
     fn listing(&self, stream: &ResolvedStream, state: &StreamState) -> Result<Listing> {
-        if stream.config.keys_ordered
+        if stream.ordered()
             && let Some(high_water) = &state.high_water
         {
             let now = self.discovery.clock.now();
             let due = state
                 .listed_whole_at
-                .is_none_or(|t| now - t >= self.discovery.full_listing_every);
+                .is_none_or(|t| now - t >= self.discovery.full_listing_interval());
             if !due {
-                let offset = Path::parse(high_water).map_err(|e| Error::State {
-                    key: "s3 source".into(),
-                    reason: format!("the high-water key `{high_water}` is not a key: {e}"),
-                })?;
+                let offset =
+                    Path::parse(stream.resume_after(high_water)).map_err(|e| Error::State {
+                        key: "s3 source".into(),
+                        reason: format!("the high-water key `{high_water}` is not a key: {e}"),
+                    })?;
                 return Ok(Listing::After {
                     prefix: stream.prefix.clone(),
                     offset,
@@ -833,6 +976,49 @@ impl Inner {
         ))
     }
 
+    /// Everything under `prefix`: its first level of folders from one delimiter listing,
+    /// then every folder listed at once, up to [`LIST_CONCURRENCY`] at a time. Folders
+    /// whose name starts with `_` or `.` hold nothing a stream reads and are passed over. A
+    /// store without delimiter listings is listed in one go.
+    async fn list_whole(&self, prefix: &Path) -> Result<Vec<Vec<ObjectMeta>>> {
+        let store = self.connection.store();
+        let top = match store.list_with_delimiter(Some(prefix)).await {
+            Ok(top) => top,
+            Err(
+                object_store::Error::NotSupported { .. }
+                | object_store::Error::NotImplemented { .. },
+            ) => {
+                return Ok(vec![
+                    store
+                        .list(Some(prefix))
+                        .try_collect()
+                        .await
+                        .map_err(|e| self.list_error(prefix, e))?,
+                ]);
+            }
+            Err(e) => return Err(self.list_error(prefix, e)),
+        };
+        let folders = top.common_prefixes.into_iter().filter(|folder| {
+            folder
+                .filename()
+                .is_none_or(|name| !name.starts_with('_') && !name.starts_with('.'))
+        });
+        let mut listed = vec![top.objects];
+        let nested: Vec<Vec<ObjectMeta>> = futures::stream::iter(folders)
+            .map(|folder: Path| async move {
+                store
+                    .list(Some(&folder))
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .map_err(|e| self.list_error(&folder, e))
+            })
+            .buffer_unordered(LIST_CONCURRENCY)
+            .try_collect()
+            .await?;
+        listed.extend(nested);
+        Ok(listed)
+    }
+
     fn list_error(&self, prefix: &Path, source: object_store::Error) -> Error {
         Error::store("list", self.connection.uri(prefix), source)
     }
@@ -849,13 +1035,7 @@ impl Inner {
         let listing = self.listing(stream, state)?;
         tracing::debug!(stream = %stream.config.id, ?listing, "listing");
         let listed: Vec<Vec<ObjectMeta>> = match &listing {
-            Listing::Whole(prefix) => vec![
-                store
-                    .list(Some(prefix))
-                    .try_collect()
-                    .await
-                    .map_err(|e| self.list_error(prefix, e))?,
-            ],
+            Listing::Whole(prefix) => self.list_whole(prefix).await?,
             Listing::After { prefix, offset } => vec![
                 store
                     .list_with_offset(Some(prefix), offset)
@@ -971,12 +1151,16 @@ impl Inner {
     }
 
     async fn read_stream(
-        &self,
-        stream: &ResolvedStream,
+        self: &Arc<Self>,
+        index: usize,
         mut state: StreamState,
         full_refresh: bool,
+        at: &Interim<'_>,
         out: &Emitter,
     ) -> Result<StreamState> {
+        let Some(stream) = self.streams.get(index) else {
+            return Err(Error::Protocol(format!("no stream {index}")));
+        };
         let id = &stream.config.id;
         let discovery = &self.discovery;
         let now = discovery.clock.now();
@@ -998,20 +1182,38 @@ impl Inner {
         let mut merged: Option<SchemaRef> = state.schema.take().map(Arc::new);
         let mut oldest_unread: Option<DateTime<Utc>> = None;
         // A key at or below the high-water mark found by a whole listing came out of order.
-        let ordered_whole =
-            stream.config.keys_ordered && !matches!(plan.listing, Listing::After { .. });
+        let ordered_whole = stream.ordered() && !matches!(plan.listing, Listing::After { .. });
+        // (With the order from the template: in a folder before the high-water key's.)
+        let resume_after = state
+            .high_water
+            .as_deref()
+            .map(|hw| stream.resume_after(hw));
         let out_of_order = |meta: &ObjectMeta| {
             ordered_whole
-                && state
-                    .high_water
+                && resume_after
                     .as_deref()
-                    .is_some_and(|hw| meta.location.as_ref() <= hw)
+                    .is_some_and(|after| meta.location.as_ref() <= after)
         };
         tracing::info!(stream = %id, objects = plan.todo.len(), known = plan.known.len(), "reading new objects");
-        for (meta, verdict) in plan.todo {
-            let Some(plugin) = self.plugin_for(stream, &meta.location) else {
+        let todo = plan.todo;
+        // Reads run ahead in their own tasks, up to the read concurrency; their batches are
+        // taken object by object, in this order.
+        let mut ahead: VecDeque<(usize, Ahead)> = VecDeque::new();
+        let mut next_start = 0;
+        for (i, (meta, verdict)) in todo.iter().enumerate() {
+            let (meta, verdict) = (meta, *verdict);
+            while next_start < todo.len() && next_start < i + self.read_concurrency {
+                if let Some((m, v)) = todo.get(next_start)
+                    && let Some(plugin) = self.plugin_for(stream, &m.location)
+                    && (*v != Verdict::Late || discovery.late_policy == LatePolicy::Read)
+                {
+                    ahead.push_back((next_start, self.start_read(index, plugin, m.clone())));
+                }
+                next_start += 1;
+            }
+            if self.plugin_for(stream, &meta.location).is_none() {
                 continue;
-            };
+            }
             let uri = self.connection.uri(&meta.location);
             if verdict == Verdict::Late {
                 match discovery.late_policy {
@@ -1023,7 +1225,7 @@ impl Inner {
                             uri,
                         }))
                         .await?;
-                        frontier.insert(meta.location.to_string(), Seen::of(&meta));
+                        frontier.insert(meta.location.to_string(), Seen::of(meta));
                         continue;
                     }
                     LatePolicy::Fail => {
@@ -1040,8 +1242,15 @@ impl Inner {
             }
             let span = tracing::debug_span!("object", %uri, size = meta.size);
             let _enter = span.enter();
+            let read = match ahead.front() {
+                Some((at, _)) if *at == i => ahead.pop_front().map(|(_, read)| read),
+                _ => None,
+            };
+            let Some(read) = read else {
+                return Err(Error::Protocol(format!("{uri} was not started")));
+            };
             match self
-                .read_object(stream, &plugin, &meta, &uri, &mut merged, out)
+                .take_object(stream, read, meta, &uri, &mut merged, out)
                 .await
             {
                 Ok(outcome) => {
@@ -1070,7 +1279,7 @@ impl Inner {
                         }
                         Verdict::New | Verdict::Known | Verdict::Settled => {}
                     }
-                    if verdict != Verdict::Overwritten && out_of_order(&meta) {
+                    if verdict != Verdict::Overwritten && out_of_order(meta) {
                         tracing::warn!(stream = %id, %uri, "a key below the stream's high-water key arrived out of order; found by the periodic full listing");
                         out.emit(SourceMessage::Notice(Notice::OutOfOrder {
                             stream: id.clone(),
@@ -1085,7 +1294,23 @@ impl Inner {
                         bytes: meta.size,
                     }))
                     .await?;
-                    frontier.insert(meta.location.to_string(), Seen::of(&meta));
+                    frontier.insert(meta.location.to_string(), Seen::of(meta));
+                    // The reader wants to commit what it has: describe the read so far.
+                    if !full_refresh && at.wanted.take() {
+                        let rest = todo.get(i + 1..).unwrap_or_default();
+                        let partial = self.partial_state(
+                            stream,
+                            &state,
+                            &frontier,
+                            merged.as_deref(),
+                            rest,
+                            oldest_unread,
+                            uploads.oldest,
+                            now,
+                        );
+                        out.emit(SourceMessage::Checkpoint(at.checkpoint(partial)?))
+                            .await?;
+                    }
                 }
                 // A full refresh replaces the whole table: committed without this object,
                 // it would drop the rows the previous generation had of it.
@@ -1119,7 +1344,7 @@ impl Inner {
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
         frontier.retain(|_, seen| seen.modified >= floor);
         state.frontier = frontier;
-        if stream.config.keys_ordered {
+        if stream.ordered() {
             // Every key listed up to the last one is read, unless one was left unread: then
             // the next run lists from the same place again.
             if oldest_unread.is_none() && plan.last_key > state.high_water {
@@ -1133,10 +1358,116 @@ impl Inner {
         Ok(state)
     }
 
-    async fn read_object(
+    /// The stream's state part-way through a read: `frontier` holds what was read so far,
+    /// `rest` is what is still to read (oldest first). The watermark moves no higher than
+    /// the oldest object of `rest`, so that the next run finds every one of them again; an
+    /// overwritten object not yet read keeps its earlier version in the frontier, so that it
+    /// is still reported as an overwrite. The high-water key does not move.
+    #[allow(clippy::too_many_arguments)]
+    fn partial_state(
         &self,
         stream: &ResolvedStream,
+        state: &StreamState,
+        frontier: &BTreeMap<String, Seen>,
+        merged: Option<&Schema>,
+        rest: &[(ObjectMeta, Verdict)],
+        oldest_unread: Option<DateTime<Utc>>,
+        oldest_upload: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> StreamState {
+        let discovery = &self.discovery;
+        let next = rest.iter().map(|(m, _)| m.last_modified).min();
+        let unread = match (oldest_unread, next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let watermark = discovery.next_watermark(
+            state.watermark,
+            now,
+            unread,
+            oldest_upload,
+            &stream.config.id,
+        );
+        let mut frontier = frontier.clone();
+        for (meta, verdict) in rest {
+            if *verdict == Verdict::Overwritten
+                && let Some(earlier) = state.frontier.get(meta.location.as_ref())
+            {
+                frontier.insert(meta.location.to_string(), earlier.clone());
+            }
+        }
+        let floor = watermark - discovery.late_window;
+        frontier.retain(|_, seen| seen.modified >= floor);
+        StreamState {
+            watermark: Some(watermark),
+            frontier,
+            high_water: state.high_water.clone(),
+            listed_whole_at: state.listed_whole_at,
+            seen: BTreeMap::new(),
+            schema: merged.cloned(),
+        }
+    }
+
+    /// Start reading `meta` in a task of its own: its batches wait in a small channel until
+    /// [`take_object`](Self::take_object) takes them.
+    fn start_read(
+        self: &Arc<Self>,
+        index: usize,
+        plugin: Arc<dyn FormatPlugin>,
+        meta: ObjectMeta,
+    ) -> Ahead {
+        let (tx, rx) = mpsc::channel(2);
+        let inner = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let uri = inner.connection.uri(&meta.location);
+            let decoded = inner.decode_object(index, &plugin, &meta, &uri, &tx).await;
+            let _ = tx
+                .send(decoded.map(|skipped| Piece::Done { skipped }))
+                .await;
+        });
+        Ahead {
+            rx,
+            _task: AbortOnDrop(task),
+        }
+    }
+
+    /// Decode one object into `tx`; returns the rows skipped under the error policy.
+    async fn decode_object(
+        &self,
+        index: usize,
         plugin: &Arc<dyn FormatPlugin>,
+        meta: &ObjectMeta,
+        uri: &str,
+        tx: &PieceTx,
+    ) -> Result<u64> {
+        let Some(stream) = self.streams.get(index) else {
+            return Err(Error::Protocol(format!("no stream {index}")));
+        };
+        let read_err = |source| Error::Read {
+            uri: uri.to_owned(),
+            source,
+        };
+        let decoder = plugin
+            .decoder(&DecodeInput::with_size(meta.size), &stream.config.options)
+            .map_err(read_err)?;
+        match decoder {
+            Decoder::Stream(mut decoder) => {
+                self.read_streamed(&mut *decoder, plugin.is_self_compressing(), meta, uri, tx)
+                    .await
+            }
+            Decoder::Ranged(mut decoder) => self
+                .read_ranged(&mut *decoder, meta, uri, tx)
+                .await
+                .map(|()| 0),
+        }
+    }
+
+    /// Take the batches of an object read ahead, in order, tagged with the stream, their
+    /// position and the partition columns of the key.
+    async fn take_object(
+        &self,
+        stream: &ResolvedStream,
+        mut read: Ahead,
         meta: &ObjectMeta,
         uri: &str,
         merged: &mut Option<SchemaRef>,
@@ -1146,14 +1477,6 @@ impl Inner {
             .parse_key(&meta.location)
             .map(|k| k.partitions().to_vec())
             .unwrap_or_default();
-        let options = &stream.config.options;
-        let read_err = |source| Error::Read {
-            uri: uri.to_owned(),
-            source,
-        };
-        let decoder = plugin
-            .decoder(&DecodeInput::with_size(meta.size), options)
-            .map_err(read_err)?;
         let mut tag = Tagger {
             stream: stream.config.id.clone(),
             origin: uri,
@@ -1162,43 +1485,37 @@ impl Inner {
             merged: stream.config.merge_schemas.then_some(merged),
             rows: 0,
         };
-        let read = match decoder {
-            Decoder::Stream(mut decoder) => {
-                self.read_streamed(
-                    &mut *decoder,
-                    plugin.is_self_compressing(),
-                    meta,
-                    uri,
-                    &mut tag,
-                    out,
-                )
-                .await
+        loop {
+            match read.rx.recv().await {
+                Some(Ok(Piece::Batch(batch))) => {
+                    out.emit(SourceMessage::Batch(tag.batch(batch)?)).await?;
+                }
+                Some(Ok(Piece::Done { skipped })) => {
+                    return Ok(Outcome {
+                        rows: tag.rows,
+                        skipped,
+                    });
+                }
+                // Rows of the version that was listed already went downstream: committing
+                // them with the rest of the sync would mix two versions, and the next run
+                // reads the new one whole. The sync fails; nothing of it is committed.
+                Some(Err(Error::Store {
+                    source: object_store::Error::Precondition { .. },
+                    ..
+                })) if tag.rows > 0 => {
+                    return Err(Error::ObjectChanged {
+                        uri: uri.to_owned(),
+                        e_tag: meta.e_tag.clone().unwrap_or_default(),
+                    });
+                }
+                Some(Err(e)) => return Err(e),
+                None => {
+                    return Err(Error::Protocol(format!(
+                        "the read of {uri} ended without a word"
+                    )));
+                }
             }
-            Decoder::Ranged(mut decoder) => self
-                .read_ranged(&mut *decoder, meta, uri, &mut tag, out)
-                .await
-                .map(|()| 0),
-        };
-        let skipped = match read {
-            Ok(skipped) => skipped,
-            // Rows of the version that was listed already went downstream: committing them
-            // with the rest of the sync would mix two versions, and the next run reads the
-            // new one whole. The sync fails; nothing of it is committed.
-            Err(Error::Store {
-                source: object_store::Error::Precondition { .. },
-                ..
-            }) if tag.rows > 0 => {
-                return Err(Error::ObjectChanged {
-                    uri: uri.to_owned(),
-                    e_tag: meta.e_tag.clone().unwrap_or_default(),
-                });
-            }
-            Err(e) => return Err(e),
-        };
-        Ok(Outcome {
-            rows: tag.rows,
-            skipped,
-        })
+        }
     }
 
     fn pinned(meta: &ObjectMeta) -> GetOptions {
@@ -1214,8 +1531,7 @@ impl Inner {
         self_compressing: bool,
         meta: &ObjectMeta,
         uri: &str,
-        tag: &mut Tagger<'_>,
-        out: &Emitter,
+        tx: &PieceTx,
     ) -> Result<u64> {
         let read_err = |source| Error::Read {
             uri: uri.to_owned(),
@@ -1275,12 +1591,12 @@ impl Inner {
                 .decode(buf.get(..n).unwrap_or_default())
                 .map_err(read_err)?;
             while let Some(batch) = decoder.next_batch() {
-                out.emit(SourceMessage::Batch(tag.batch(batch)?)).await?;
+                hand_over(tx, batch).await?;
             }
         }
         decoder.finish().map_err(read_err)?;
         while let Some(batch) = decoder.next_batch() {
-            out.emit(SourceMessage::Batch(tag.batch(batch)?)).await?;
+            hand_over(tx, batch).await?;
         }
         Ok(decoder.skipped_rows())
     }
@@ -1290,8 +1606,7 @@ impl Inner {
         decoder: &mut dyn RangedDecoder,
         meta: &ObjectMeta,
         uri: &str,
-        tag: &mut Tagger<'_>,
-        out: &Emitter,
+        tx: &PieceTx,
     ) -> Result<()> {
         let read_err = |source| Error::Read {
             uri: uri.to_owned(),
@@ -1316,9 +1631,7 @@ impl Inner {
                     .map_err(|e| Error::store("get", uri, e))?;
                     decoder.push_ranges(ranges, data).map_err(read_err)?;
                 }
-                RangedStep::Batch(batch) => {
-                    out.emit(SourceMessage::Batch(tag.batch(batch)?)).await?;
-                }
+                RangedStep::Batch(batch) => hand_over(tx, batch).await?,
                 RangedStep::Finished => return Ok(()),
             }
         }
@@ -1328,6 +1641,27 @@ impl Inner {
 struct Outcome {
     rows: u64,
     skipped: u64,
+}
+
+/// What an object read ahead hands over, in order: its batches, then how it ended.
+enum Piece {
+    Batch(RecordBatch),
+    Done { skipped: u64 },
+}
+
+type PieceTx = mpsc::Sender<Result<Piece>>;
+
+/// An object being read ahead.
+struct Ahead {
+    rx: mpsc::Receiver<Result<Piece>>,
+    _task: AbortOnDrop,
+}
+
+/// Hand a decoded batch to the taker (which went away only if the read was given up).
+async fn hand_over(tx: &PieceTx, batch: RecordBatch) -> Result<()> {
+    tx.send(Ok(Piece::Batch(batch)))
+        .await
+        .map_err(|_| Error::Protocol("the read was given up".into()))
 }
 
 /// Tags the batches of one object with their stream, position and partition columns,
@@ -1411,6 +1745,82 @@ mod tests {
             .with_stream(S3StreamConfig::new("events", "in").with_format("ndjson"))
             .build()
             .unwrap()
+    }
+
+    /// Keys under folders of the template's time fields, most significant first, sort in
+    /// time order: the stream lists from the folder of the last key read (inside a folder
+    /// keys come in any order), and a key in an earlier folder waits for the full listing.
+    #[tokio::test]
+    async fn a_template_with_leading_time_folders_lists_from_the_last_folder_read() {
+        use s3conn_layout::template::Template;
+        let store = Arc::new(InMemory::new());
+        let put = |key: &'static str| {
+            let store = Arc::clone(&store);
+            async move {
+                store
+                    .put(&Path::parse(key).unwrap(), "{\"a\": 1}\n".into())
+                    .await
+                    .unwrap();
+            }
+        };
+        put("in/2024/11/26/5.jsonl").await;
+        put("in/2024/11/27/7.jsonl").await;
+        let template =
+            Template::parse("${YEAR}/${MONTH}/${DAY}/{part_number}{format_extension}").unwrap();
+        let day_first =
+            Template::parse("${DAY}/${MONTH}/${YEAR}/{part_number}{format_extension}").unwrap();
+        let unpadded = Template::parse("${YEAR}/%-m/%-d/{part_number}{format_extension}").unwrap();
+        let id = StreamId::new("events");
+        assert_eq!(time_depth(&template, &id), Some(3));
+        assert_eq!(time_depth(&day_first, &id), None);
+        assert_eq!(time_depth(&unpadded, &id), None);
+
+        let connection = Connection::new(
+            Arc::clone(&store) as Arc<dyn ObjectStore>,
+            Path::default(),
+            "memory://bucket",
+        );
+        let source = S3Source::builder(connection)
+            .with_stream(
+                S3StreamConfig::new("events", "in")
+                    .with_format("ndjson")
+                    .with_template(template),
+            )
+            .build()
+            .unwrap();
+        let first = source.read_all(ReadRequest::default()).await.unwrap();
+        assert_eq!(first.rows(), 2);
+        let state: State = serde_json::from_value(first.checkpoint.clone().unwrap().0).unwrap();
+        let stream = source.inner.streams.first().unwrap();
+        let events = state.streams.get("events").unwrap();
+        assert_eq!(events.high_water.as_deref(), Some("in/2024/11/27/7.jsonl"));
+        let Listing::After { offset, .. } = source.inner.listing(stream, events).unwrap() else {
+            panic!("an ordered stream lists after its high-water folder");
+        };
+        assert_eq!(offset.as_ref(), "in/2024/11/27");
+
+        put("in/2024/11/27/3.jsonl").await;
+        put("in/2024/11/28/0.jsonl").await;
+        put("in/2024/11/25/9.jsonl").await;
+        let second = source
+            .read_all(ReadRequest::from_state(first.checkpoint))
+            .await
+            .unwrap();
+        let mut read: Vec<&str> = second.batches.iter().map(|b| &*b.position.origin).collect();
+        read.sort_unstable();
+        assert_eq!(
+            read,
+            [
+                "memory://bucket/in/2024/11/27/3.jsonl",
+                "memory://bucket/in/2024/11/28/0.jsonl"
+            ]
+        );
+        assert!(
+            second
+                .notices
+                .iter()
+                .all(|n| !matches!(n, Notice::OutOfOrder { .. }))
+        );
     }
 
     #[tokio::test]

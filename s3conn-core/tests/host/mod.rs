@@ -78,6 +78,8 @@ pub struct Case {
     pub first_objects: u64,
     pub later_objects: u64,
     pub rows: u64,
+    /// A sync commits every this many objects (`commit_every_objects`); 0: the default.
+    pub chunk_objects: u64,
 }
 
 impl Case {
@@ -278,8 +280,12 @@ impl Scenario {
         } else {
             "incremental"
         };
+        let chunk = match self.case.chunk_objects {
+            0 => String::new(),
+            n => format!("commit_every_objects = {n}\n"),
+        };
         let text = format!(
-            "[pipeline]\nid = \"{PIPELINE}\"\nmode = \"{mode}\"\nlease_ttl_secs = {ttl}\n\n[source]\ntype = \"s3\"\n[source.connection]\n{}\n[[source.streams]]\nname = \"events\"\nprefix = \"events\"\nformat = \"ndjson\"\n\n[sink]\ntype = \"s3\"\n{sink}\n[sink.connection]\n{}\n[state]\ntype = \"local\"\npath = \"{}\"\n",
+            "[pipeline]\nid = \"{PIPELINE}\"\nmode = \"{mode}\"\nlease_ttl_secs = {ttl}\n{chunk}\n[source]\ntype = \"s3\"\n[source.connection]\n{}\n[[source.streams]]\nname = \"events\"\nprefix = \"events\"\nformat = \"ndjson\"\n\n[sink]\ntype = \"s3\"\n{sink}\n[sink.connection]\n{}\n[state]\ntype = \"local\"\npath = \"{}\"\n",
             self.connection("landing"),
             self.connection(SINK_ROOT),
             self.dir.path().join("state").display()
@@ -475,6 +481,15 @@ impl Scenario {
 
     /// The pipeline's committed source state: the objects it says were read.
     pub fn committed_objects(&self) -> BTreeSet<String> {
+        self.state_objects("committed")
+    }
+
+    /// The objects of the checkpoint the pipeline was about to commit, if any.
+    pub fn pending_objects(&self) -> BTreeSet<String> {
+        self.state_objects("pending")
+    }
+
+    fn state_objects(&self, which: &str) -> BTreeSet<String> {
         let folder = self.dir.path().join("state").join(PIPELINE);
         let Ok(entries) = std::fs::read_dir(&folder) else {
             return BTreeSet::new();
@@ -489,7 +504,7 @@ impl Scenario {
             return BTreeSet::new();
         };
         let state: Value = serde_json::from_slice(&std::fs::read(newest).unwrap()).unwrap();
-        state["committed"]["source"]["streams"]["events"]["frontier"]
+        state[which]["source"]["streams"]["events"]["frontier"]
             .as_object()
             .map(|seen| seen.keys().cloned().collect())
             .unwrap_or_default()
