@@ -323,6 +323,8 @@ pub struct Figures {
     pub added: u64,
     /// The size the earlier state (every key and ETag read) would have for as many objects.
     pub whole_history_bytes: usize,
+    /// The state the backfill left (what [`poll`] starts from).
+    pub backfill_state: SourceState,
 }
 
 async fn read_once(
@@ -399,7 +401,7 @@ pub async fn measure(
         .build()?;
     let (backfill, state) = read_once(&source, &store, None).await?;
     store.add(added);
-    let (incremental, _) = read_once(&source, &store, Some(state)).await?;
+    let (incremental, _) = read_once(&source, &store, Some(state.clone())).await?;
 
     // The earlier state: `{"key": "etag", …}` for every object read.
     let whole_history_bytes = (0..objects)
@@ -411,5 +413,32 @@ pub async fn measure(
         incremental,
         added,
         whole_history_bytes,
+        backfill_state: state,
     })
+}
+
+/// The incremental read of [`measure`] alone, from the state a backfill left: run in a
+/// process of its own, its peak resident set is what a poll of the stream costs.
+pub async fn poll(
+    objects: u64,
+    days: i64,
+    added: u64,
+    ordered: bool,
+    state: SourceState,
+) -> Result<ReadFigures, s3conn_core::Error> {
+    let store = Arc::new(Synthetic::new(objects, days));
+    let connection = Connection::new(
+        Arc::clone(&store) as Arc<dyn ObjectStore>,
+        Path::default(),
+        "s3://synthetic",
+    );
+    let source = S3Source::builder(connection)
+        .with_stream(
+            S3StreamConfig::new("events", "landing")
+                .with_format("ndjson")
+                .with_keys_ordered(ordered),
+        )
+        .build()?;
+    store.add(added);
+    Ok(read_once(&source, &store, Some(state)).await?.0)
 }

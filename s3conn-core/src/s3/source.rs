@@ -62,6 +62,7 @@ use std::time::Duration;
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
 use chrono::{DateTime, TimeDelta, Utc};
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{Attribute, GetOptions, GetRange, ObjectMeta, ObjectStore};
@@ -492,8 +493,9 @@ struct OpenUploads {
 struct Plan {
     /// The objects to read, oldest first, with what each is.
     todo: Vec<(ObjectMeta, Verdict)>,
-    /// Objects read before that are still there, in the same version.
-    known: Vec<ObjectMeta>,
+    /// Objects read before that are still there, in the same version, as the frontier
+    /// keeps them.
+    known: BTreeMap<String, Seen>,
     /// What was listed.
     listing: Listing,
     /// The greatest key listed that is the stream's and sorts before every open upload.
@@ -980,7 +982,7 @@ impl Inner {
     /// then every folder listed at once, up to [`LIST_CONCURRENCY`] at a time. Folders
     /// whose name starts with `_` or `.` hold nothing a stream reads and are passed over. A
     /// store without delimiter listings is listed in one go.
-    async fn list_whole(&self, prefix: &Path) -> Result<Vec<Vec<ObjectMeta>>> {
+    async fn list_whole(&self, prefix: &Path) -> Result<BoxStream<'static, Result<ObjectMeta>>> {
         let store = self.connection.store();
         let top = match store.list_with_delimiter(Some(prefix)).await {
             Ok(top) => top,
@@ -988,35 +990,41 @@ impl Inner {
                 object_store::Error::NotSupported { .. }
                 | object_store::Error::NotImplemented { .. },
             ) => {
-                return Ok(vec![
-                    store
-                        .list(Some(prefix))
-                        .try_collect()
-                        .await
-                        .map_err(|e| self.list_error(prefix, e))?,
-                ]);
+                let uri = self.connection.uri(prefix);
+                return Ok(store
+                    .list(Some(prefix))
+                    .map_err(move |e| Error::store("list", uri.clone(), e))
+                    .boxed());
             }
             Err(e) => return Err(self.list_error(prefix, e)),
         };
-        let folders = top.common_prefixes.into_iter().filter(|folder| {
-            folder
-                .filename()
-                .is_none_or(|name| !name.starts_with('_') && !name.starts_with('.'))
-        });
-        let mut listed = vec![top.objects];
-        let nested: Vec<Vec<ObjectMeta>> = futures::stream::iter(folders)
-            .map(|folder: Path| async move {
+        let folders: Vec<Path> = top
+            .common_prefixes
+            .into_iter()
+            .filter(|folder| {
+                folder
+                    .filename()
+                    .is_none_or(|name| !name.starts_with('_') && !name.starts_with('.'))
+            })
+            .collect();
+        Ok(futures::stream::iter(top.objects.into_iter().map(Ok))
+            .chain(self.list_folders(folders))
+            .boxed())
+    }
+
+    /// Everything under each of `folders`, [`LIST_CONCURRENCY`] folders at a time.
+    fn list_folders(&self, folders: Vec<Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        let store = Arc::clone(self.connection.store());
+        let connection = self.connection.clone();
+        futures::stream::iter(folders)
+            .map(move |folder| {
+                let uri = connection.uri(&folder);
                 store
                     .list(Some(&folder))
-                    .try_collect::<Vec<_>>()
-                    .await
-                    .map_err(|e| self.list_error(&folder, e))
+                    .map_err(move |e| Error::store("list", uri.clone(), e))
             })
-            .buffer_unordered(LIST_CONCURRENCY)
-            .try_collect()
-            .await?;
-        listed.extend(nested);
-        Ok(listed)
+            .flatten_unordered(LIST_CONCURRENCY)
+            .boxed()
     }
 
     fn list_error(&self, prefix: &Path, source: object_store::Error) -> Error {
@@ -1034,59 +1042,48 @@ impl Inner {
         let store = self.connection.store();
         let listing = self.listing(stream, state)?;
         tracing::debug!(stream = %stream.config.id, ?listing, "listing");
-        let listed: Vec<Vec<ObjectMeta>> = match &listing {
+        // Taken object by object as the pages come: only what is to read and what the
+        // frontier keeps stays in memory, not the whole listing.
+        let mut listed: BoxStream<'static, Result<ObjectMeta>> = match &listing {
             Listing::Whole(prefix) => self.list_whole(prefix).await?,
-            Listing::After { prefix, offset } => vec![
+            Listing::After { prefix, offset } => {
+                let uri = self.connection.uri(prefix);
                 store
                     .list_with_offset(Some(prefix), offset)
-                    .try_collect()
-                    .await
-                    .map_err(|e| self.list_error(prefix, e))?,
-            ],
-            Listing::Folders(folders) => {
-                futures::stream::iter(folders.iter().cloned())
-                    .map(|folder: Path| async move {
-                        store
-                            .list(Some(&folder))
-                            .try_collect::<Vec<_>>()
-                            .await
-                            .map_err(|e| self.list_error(&folder, e))
-                    })
-                    .buffered(LIST_CONCURRENCY)
-                    .try_collect()
-                    .await?
+                    .map_err(move |e| Error::store("list", uri.clone(), e))
+                    .boxed()
             }
+            Listing::Folders(folders) => self.list_folders(folders.clone()),
         };
         // Stores that ignore start-after are held to it here.
         let after = match &listing {
             Listing::After { offset, .. } => Some(offset.as_ref().to_owned()),
             _ => None,
         };
-        let metas = listed.into_iter().flatten().filter(|m| {
-            after
-                .as_deref()
-                .is_none_or(|offset| m.location.as_ref() > offset)
-        });
         let depth = stream.prefix.parts().count();
         let late_window = self.discovery.late_window;
         let mut plan = Plan {
             todo: Vec::new(),
-            known: Vec::new(),
+            known: BTreeMap::new(),
             listing,
             last_key: None,
         };
-        for meta in metas
-            .into_iter()
-            .filter(|m| {
-                !m.location.parts().skip(depth).any(|p| {
+        while let Some(meta) = listed.try_next().await? {
+            let wanted = after
+                .as_deref()
+                .is_none_or(|offset| meta.location.as_ref() > offset)
+                && !meta.location.parts().skip(depth).any(|p| {
                     let p = p.as_ref();
                     p.starts_with('_') || p.starts_with('.')
                 })
-            })
-            .filter(|m| self.plugin_for(stream, &m.location).is_some())
-            .filter(|m| stream.owns(&m.location))
-            .filter(|m| self.start_date.is_none_or(|start| m.last_modified >= start))
-        {
+                && self.plugin_for(stream, &meta.location).is_some()
+                && stream.owns(&meta.location)
+                && self
+                    .start_date
+                    .is_none_or(|start| meta.last_modified >= start);
+            if !wanted {
+                continue;
+            }
             let before_uploads = uploads
                 .first_key
                 .as_deref()
@@ -1095,7 +1092,10 @@ impl Inner {
                 plan.last_key = Some(meta.location.to_string());
             }
             match state.verdict(&meta, late_window) {
-                Verdict::Known => plan.known.push(meta),
+                Verdict::Known => {
+                    plan.known
+                        .insert(meta.location.to_string(), Seen::of(&meta));
+                }
                 Verdict::Settled => {}
                 verdict => plan.todo.push((meta, verdict)),
             }
@@ -1166,14 +1166,10 @@ impl Inner {
         let now = discovery.clock.now();
         // Open uploads first: one that completes after this finds its object in the listing.
         let uploads = self.open_uploads(stream).await;
-        let plan = self.plan(stream, &state, &uploads).await?;
+        let mut plan = self.plan(stream, &state, &uploads).await?;
         // The next frontier: what is read now, what was read and is still there, and what
         // the listing could not have seen (a listing from a start key).
-        let mut frontier: BTreeMap<String, Seen> = plan
-            .known
-            .iter()
-            .map(|m| (m.location.to_string(), Seen::of(m)))
-            .collect();
+        let mut frontier: BTreeMap<String, Seen> = std::mem::take(&mut plan.known);
         for (key, seen) in &state.frontier {
             if !frontier.contains_key(key) && !plan.listing.covers(key) {
                 frontier.insert(key.clone(), seen.clone());
