@@ -650,6 +650,11 @@ impl<S: Source, K: Sink, T: StateStore + ?Sized> Run<'_, S, K, T> {
                             attempt,
                         )
                         .await?;
+                        // What came before is committed: a checkpoint kept from earlier
+                        // (another stream's end) must not become the state again, and a
+                        // request the source has not answered yet is void.
+                        latest = None;
+                        wanted.take();
                         ctx.sync_id = uuid::Uuid::now_v7().to_string();
                         tracing::info!(objects = chunk.objects, bytes = chunk.bytes, next = %ctx.sync_id, "chunk committed; the sync goes on");
                         self.sink.begin(&ctx).await?;
@@ -743,5 +748,95 @@ impl<S: Source, K: Sink, T: StateStore + ?Sized> Run<'_, S, K, T> {
         *version = Some(save_state(self.state, self.id, stored, Some(pending)).await?);
         failpoint::hit("pipeline.after_state_save");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemorySink;
+    use crate::record::{Batch, Position};
+    use crate::source::{SourceStream, StreamInfo};
+    use crate::state::MemoryStateStore;
+    use arrow_array::{Int64Array, RecordBatch};
+    use async_trait::async_trait;
+
+    /// A source that says what it is told, in order.
+    #[derive(Debug, Clone)]
+    struct Scripted(Vec<SourceMessage>);
+
+    #[async_trait]
+    impl Source for Scripted {
+        async fn streams(&self) -> Result<Vec<StreamInfo>> {
+            Ok(vec![
+                StreamInfo::new(StreamId::new("a")),
+                StreamInfo::new(StreamId::new("b")),
+            ])
+        }
+
+        async fn read(&self, _request: ReadRequest) -> Result<SourceStream> {
+            Ok(futures::stream::iter(self.0.clone().into_iter().map(Ok)).boxed())
+        }
+    }
+
+    fn batch(stream: &str, n: i64) -> SourceMessage {
+        let records = RecordBatch::try_from_iter([(
+            "n",
+            Arc::new(Int64Array::from(vec![n])) as arrow_array::ArrayRef,
+        )])
+        .unwrap_or_else(|e| unreachable!("a one-column batch: {e}"));
+        SourceMessage::Batch(Batch::new(
+            StreamId::new(stream),
+            records,
+            Position::new(format!("mem://{stream}/{n}"), 0),
+        ))
+    }
+
+    fn read(stream: &str, n: i64) -> SourceMessage {
+        SourceMessage::Notice(Notice::ObjectRead {
+            stream: StreamId::new(stream),
+            uri: format!("mem://{stream}/{n}"),
+            rows: 1,
+            bytes: 1,
+        })
+    }
+
+    fn checkpoint(tag: &str) -> SourceMessage {
+        SourceMessage::Checkpoint(SourceState(serde_json::json!({ "at": tag })))
+    }
+
+    /// A checkpoint kept from an earlier stream's end must not become the state after a
+    /// chunk committed a later one: the run's state is the last checkpoint committed.
+    #[tokio::test]
+    async fn a_chunk_commit_leaves_no_older_checkpoint_behind() {
+        let source = Scripted(vec![
+            batch("a", 1),
+            read("a", 1),
+            checkpoint("a done"),
+            batch("b", 2),
+            read("b", 2),
+            batch("b", 3),
+            read("b", 3),
+            checkpoint("b done"),
+        ]);
+        let sink = MemorySink::new();
+        let mut pipeline = Pipeline::new("p", source, sink.clone(), MemoryStateStore::new())
+            .unwrap_or_else(|e| unreachable!("a valid id: {e}"))
+            .with_commit_every(CommitEvery::never().with_objects(2));
+        let report = pipeline
+            .run()
+            .await
+            .unwrap_or_else(|e| unreachable!("the run fails: {e}"));
+        assert_eq!(report.rows, 3);
+        assert_eq!(sink.committed_rows(), 3);
+        let (stored, _) = load_state(pipeline.state_store(), "p")
+            .await
+            .unwrap_or_else(|e| unreachable!("the state loads: {e}"));
+        let source = stored.committed.and_then(|c| c.source);
+        assert_eq!(
+            source,
+            Some(SourceState(serde_json::json!({ "at": "b done" }))),
+            "the committed state went back to an older checkpoint"
+        );
     }
 }

@@ -525,7 +525,11 @@ pub(crate) async fn clean_attempt(
                         if upload.key != path || f.upload_ids.contains(&upload.id) {
                             continue;
                         }
-                        abort(conn, &path, &upload.id, &mut report, &mut guard).await;
+                        if let Some(reason) =
+                            abort(conn, &path, &upload.id, &mut report, &mut guard).await
+                        {
+                            guard.leave(path.as_ref(), reason);
+                        }
                     }
                 }
                 Ok(None) => {

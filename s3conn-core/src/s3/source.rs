@@ -95,6 +95,10 @@ const MAX_PLANNED_PREFIXES: usize = 2_000;
 /// Folder listings in flight at once.
 const LIST_CONCURRENCY: usize = 8;
 
+/// The largest object read ahead of its turn (it is fetched whole before it is decoded);
+/// larger ones are streamed when their turn comes.
+const READ_AHEAD_MAX_BYTES: u64 = 16 << 20;
+
 /// How far below now the watermark stays unless configured: objects last modified in the
 /// last five minutes are not yet taken as settled (clock skew between the store and this
 /// host, and uploads on stores that cannot list them).
@@ -457,8 +461,13 @@ struct ResolvedStream {
 enum Listing {
     /// Everything under its prefix.
     Whole(Path),
-    /// Everything under `prefix` that sorts after `offset` (S3's start-after).
-    After { prefix: Path, offset: Path },
+    /// Everything under `prefix` that sorts after `offset` (S3's start-after): from an
+    /// ordered stream's resume point (`resumed`), or from the first folder of a start date.
+    After {
+        prefix: Path,
+        offset: Path,
+        resumed: bool,
+    },
     /// Each of these folders.
     Folders(Vec<Path>),
 }
@@ -475,7 +484,7 @@ impl Listing {
         };
         match self {
             Listing::Whole(prefix) => under(prefix, key),
-            Listing::After { prefix, offset } => under(prefix, key) && key > offset.as_ref(),
+            Listing::After { prefix, offset, .. } => under(prefix, key) && key > offset.as_ref(),
             Listing::Folders(folders) => folders.iter().any(|f| under(f, key)),
         }
     }
@@ -518,6 +527,17 @@ struct StreamLayout {
 /// before a coarser one, sorts out of order (a new year, month 9 to 10, day 9 to 10 with
 /// every hour between), the folders must come out strictly ascending.
 fn time_depth(template: &Template, stream: &StreamId) -> Option<usize> {
+    // Folders of record times are written in any order: only the sync's or the file's
+    // clock puts keys in the order they are written.
+    let record_clock = template.variables().any(|v| match v {
+        s3conn_layout::template::Variable::Time { clock, .. } => {
+            clock.unwrap_or(template.options().clock()) == s3conn_layout::template::Clock::Record
+        }
+        _ => false,
+    });
+    if record_clock {
+        return None;
+    }
     let ctx = RenderContext::new(stream.name(), DateTime::<Utc>::UNIX_EPOCH)
         .with_optional_namespace(stream.namespace().map(str::to_owned));
     let at = |y, mo, d, h| {
@@ -583,11 +603,28 @@ impl ResolvedStream {
     }
 
     /// Where an ordered listing resumes: after the high-water key itself when the keys are
-    /// declared ordered; after the time folder that holds it when the order comes from the
-    /// template (keys inside one folder can come in any order).
-    fn resume_after(&self, high_water: &str) -> String {
+    /// declared ordered; when the order comes from the template, after the time folder the
+    /// high-water key left last (keys inside one folder come in any order, and a writer that
+    /// uploads late lands in the folder just left), else its own.
+    fn resume_point(&self, state: &StreamState) -> Option<String> {
+        let high_water = state.high_water.as_deref()?;
+        if self.config.keys_ordered {
+            return Some(high_water.to_owned());
+        }
+        Some(
+            state
+                .resume_from
+                .clone()
+                .unwrap_or_else(|| self.folder_of(high_water)),
+        )
+    }
+
+    /// The time folder that holds `key`, for a stream whose order comes from its template
+    /// (`key` itself otherwise).
+    fn folder_of(&self, key: &str) -> String {
+        let high_water = key;
         match self.layout.as_ref().and_then(|l| l.time_depth) {
-            Some(depth) if !self.config.keys_ordered => {
+            Some(depth) => {
                 let base = self.prefix.as_ref();
                 let relative = high_water
                     .strip_prefix(base)
@@ -695,6 +732,11 @@ struct StreamState {
     /// With ordered keys: every listed key up to this one has been read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     high_water: Option<String>,
+    /// With the order read off the template: the time folder of the high-water key before
+    /// it last moved to a later folder. Listing resumes there, so that a file that lands in
+    /// the folder just left (a writer that uploads a little late) is still found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resume_from: Option<String>,
     /// With ordered keys: when the stream was last listed whole.
     #[serde(
         default,
@@ -702,8 +744,9 @@ struct StreamState {
         with = "chrono::serde::ts_nanoseconds_option"
     )]
     listed_whole_at: Option<DateTime<Utc>>,
-    /// Version 1's objects read (key → ETag): read once, then replaced by the frontier.
-    #[serde(default, skip_serializing)]
+    /// Version 1's objects read (key → ETag): read once, then replaced by the frontier. Kept
+    /// in a checkpoint taken before the stream is read (a chunk committed part-way).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     seen: BTreeMap<String, String>,
     /// The stream's merged schema, when schemas are merged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -905,14 +948,17 @@ impl Inner {
                 .listed_whole_at
                 .is_none_or(|t| now - t >= self.discovery.full_listing_interval());
             if !due {
-                let offset =
-                    Path::parse(stream.resume_after(high_water)).map_err(|e| Error::State {
-                        key: "s3 source".into(),
-                        reason: format!("the high-water key `{high_water}` is not a key: {e}"),
-                    })?;
+                let point = stream
+                    .resume_point(state)
+                    .unwrap_or_else(|| high_water.clone());
+                let offset = Path::parse(&point).map_err(|e| Error::State {
+                    key: "s3 source".into(),
+                    reason: format!("the stream's resume point `{point}` is not a key: {e}"),
+                })?;
                 return Ok(Listing::After {
                     prefix: stream.prefix.clone(),
                     offset,
+                    resumed: true,
                 });
             }
         }
@@ -967,6 +1013,7 @@ impl Inner {
             return Ok(Listing::After {
                 prefix: key(common)?,
                 offset: key(first)?,
+                resumed: false,
             });
         }
         if prefixes.len() > MAX_PLANNED_PREFIXES {
@@ -1046,7 +1093,7 @@ impl Inner {
         // frontier keeps stays in memory, not the whole listing.
         let mut listed: BoxStream<'static, Result<ObjectMeta>> = match &listing {
             Listing::Whole(prefix) => self.list_whole(prefix).await?,
-            Listing::After { prefix, offset } => {
+            Listing::After { prefix, offset, .. } => {
                 let uri = self.connection.uri(prefix);
                 store
                     .list_with_offset(Some(prefix), offset)
@@ -1178,19 +1225,17 @@ impl Inner {
         let mut merged: Option<SchemaRef> = state.schema.take().map(Arc::new);
         let mut oldest_unread: Option<DateTime<Utc>> = None;
         // A key at or below the high-water mark found by a whole listing came out of order.
-        let ordered_whole = stream.ordered() && !matches!(plan.listing, Listing::After { .. });
-        // (With the order from the template: in a folder before the high-water key's.)
-        let resume_after = state
-            .high_water
-            .as_deref()
-            .map(|hw| stream.resume_after(hw));
+        let ordered_whole =
+            stream.ordered() && !matches!(plan.listing, Listing::After { resumed: true, .. });
+        // (With the order from the template: in a folder before the one listing resumes at.)
+        let resume_after = stream.resume_point(&state);
         let out_of_order = |meta: &ObjectMeta| {
             ordered_whole
                 && resume_after
                     .as_deref()
                     .is_some_and(|after| meta.location.as_ref() <= after)
         };
-        tracing::info!(stream = %id, objects = plan.todo.len(), known = plan.known.len(), "reading new objects");
+        tracing::info!(stream = %id, objects = plan.todo.len(), frontier = frontier.len(), "reading new objects");
         let todo = plan.todo;
         // Reads run ahead in their own tasks, up to the read concurrency; their batches are
         // taken object by object, in this order.
@@ -1199,6 +1244,15 @@ impl Inner {
         for (i, (meta, verdict)) in todo.iter().enumerate() {
             let (meta, verdict) = (meta, *verdict);
             while next_start < todo.len() && next_start < i + self.read_concurrency {
+                // A large object starts only once it is next: a body left unread while the
+                // objects before it are taken would time out.
+                if next_start > i
+                    && todo
+                        .get(next_start)
+                        .is_some_and(|(m, _)| m.size > READ_AHEAD_MAX_BYTES)
+                {
+                    break;
+                }
                 if let Some((m, v)) = todo.get(next_start)
                     && let Some(plugin) = self.plugin_for(stream, &m.location)
                     && (*v != Verdict::Late || discovery.late_policy == LatePolicy::Read)
@@ -1344,6 +1398,12 @@ impl Inner {
             // Every key listed up to the last one is read, unless one was left unread: then
             // the next run lists from the same place again.
             if oldest_unread.is_none() && plan.last_key > state.high_water {
+                // The folder left behind stays listed until the high-water key moves on again.
+                let left = state.high_water.as_deref().map(|hw| stream.folder_of(hw));
+                let to = plan.last_key.as_deref().map(|hw| stream.folder_of(hw));
+                if left.is_some() && left != to {
+                    state.resume_from = left;
+                }
                 state.high_water = plan.last_key;
             }
             if ordered_whole {
@@ -1398,6 +1458,7 @@ impl Inner {
             watermark: Some(watermark),
             frontier,
             high_water: state.high_water.clone(),
+            resume_from: state.resume_from.clone(),
             listed_whole_at: state.listed_whole_at,
             seen: BTreeMap::new(),
             schema: merged.cloned(),
@@ -1542,7 +1603,13 @@ impl Inner {
             .attributes
             .get(&Attribute::ContentEncoding)
             .map(|v| v.to_string());
-        let mut body = result.into_stream();
+        // An object small enough to be read ahead comes whole in one go, so that no answer
+        // waits half-read while the objects before it are taken.
+        let mut body = if meta.size <= READ_AHEAD_MAX_BYTES {
+            futures::stream::once(result.bytes()).boxed()
+        } else {
+            result.into_stream()
+        };
 
         // Peek at the first bytes to detect compression.
         let mut head = Vec::new();
@@ -1817,6 +1884,32 @@ mod tests {
                 .iter()
                 .all(|n| !matches!(n, Notice::OutOfOrder { .. }))
         );
+
+        // The high-water key moved to the 28th: listing resumes at the folder it left, where a
+        // writer that uploads a little late still lands.
+        let state: State = serde_json::from_value(second.checkpoint.clone().unwrap().0).unwrap();
+        let events = state.streams.get("events").unwrap();
+        let Listing::After { offset, .. } = source.inner.listing(stream, events).unwrap() else {
+            panic!("an ordered stream lists after its resume point");
+        };
+        assert_eq!(offset.as_ref(), "in/2024/11/27");
+        put("in/2024/11/27/1.jsonl").await;
+        let third = source
+            .read_all(ReadRequest::from_state(second.checkpoint))
+            .await
+            .unwrap();
+        let read: Vec<&str> = third.batches.iter().map(|b| &*b.position.origin).collect();
+        assert_eq!(read, ["memory://bucket/in/2024/11/27/1.jsonl"]);
+
+        // Folders of record times are written in any order: not ordered.
+        let by_record = Template::parse_with(
+            "${YEAR}/${MONTH}/${DAY}/{part_number}{format_extension}",
+            &s3conn_layout::template::TemplateOptions::default()
+                .with_clock(s3conn_layout::template::Clock::Record)
+                .with_time_column("ts"),
+        )
+        .unwrap();
+        assert_eq!(time_depth(&by_record, &id), None);
     }
 
     #[tokio::test]
@@ -2018,6 +2111,65 @@ mod tests {
         );
         assert_eq!(batch.schema().fields().len(), 2);
         assert!(batch.column(1).is_null(0));
+    }
+
+    /// A chunk committed part-way through the first stream keeps the version-1 state of
+    /// the streams not read yet: the next run still knows what they read.
+    #[tokio::test]
+    async fn a_checkpoint_part_way_keeps_the_v1_state_of_streams_not_yet_read() {
+        let store = Arc::new(InMemory::new());
+        let mut etags = BTreeMap::new();
+        for key in ["a/1.jsonl", "a/2.jsonl", "b/1.jsonl"] {
+            let put = store
+                .put(&Path::parse(key).unwrap(), "{\"n\": 1}\n".into())
+                .await
+                .unwrap();
+            etags.insert(key, put.e_tag.unwrap());
+        }
+        let connection = Connection::new(
+            Arc::clone(&store) as Arc<dyn ObjectStore>,
+            Path::default(),
+            "memory://bucket",
+        );
+        let source = S3Source::builder(connection)
+            .with_stream(S3StreamConfig::new("a", "a").with_format("ndjson"))
+            .with_stream(S3StreamConfig::new("b", "b").with_format("ndjson"))
+            .with_read_concurrency(1)
+            .build()
+            .unwrap();
+        // Version 1: every key read, with its ETag.
+        let v1 = SourceState(serde_json::json!({
+            "version": 1,
+            "streams": {
+                "a": {"seen": {}},
+                "b": {"seen": {"b/1.jsonl": etags["b/1.jsonl"]}},
+            }
+        }));
+        let request = ReadRequest::from_state(Some(v1));
+        request.checkpoint_wanted.raise();
+        let mut messages = source.read(request).await.unwrap();
+        let mut first = None;
+        while let Some(message) = messages.next().await {
+            if let SourceMessage::Checkpoint(state) = message.unwrap() {
+                first = Some(state);
+                break;
+            }
+        }
+        drop(messages);
+        let first = first.unwrap();
+        assert_eq!(
+            first.0["streams"]["b"]["seen"]["b/1.jsonl"],
+            serde_json::json!(etags["b/1.jsonl"]),
+            "{}",
+            first.0
+        );
+        // From that checkpoint: the second object of a, and nothing of b.
+        let next = source
+            .read_all(ReadRequest::from_state(Some(first)))
+            .await
+            .unwrap();
+        let origins: Vec<&str> = next.batches.iter().map(|b| &*b.position.origin).collect();
+        assert_eq!(origins, ["memory://bucket/a/2.jsonl"]);
     }
 
     #[tokio::test]

@@ -471,6 +471,11 @@ impl TemplateOptions {
         self
     }
 
+    /// The clock of time variables that do not state their own.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
     /// The time zone of time variables (default UTC).
     pub fn with_zone(mut self, zone: Zone) -> Self {
         self.zone = zone;
