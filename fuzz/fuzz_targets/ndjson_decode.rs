@@ -1,37 +1,7 @@
-//! Any bytes, fed in any chunking, under either error policy: the NDJSON decoder returns
-//! batches or an error, never panics, and never yields a batch larger than asked.
+//! Fuzz target `ndjson_decode`: its body and what it checks are `s3conn_fuzz::ndjson_decode`
+//! (`fuzz/src/lib.rs`).
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use s3conn_formats::ndjson::NdjsonFormat;
-use s3conn_formats::{DecodeInput, DecodeOptions, Decoder, ErrorPolicy, FormatPlugin};
-
-fuzz_target!(|data: &[u8]| {
-    let Some((&control, input)) = data.split_first() else {
-        return;
-    };
-    let chunk = usize::from(control & 0x3f) + 1;
-    let policy = if control & 0x40 == 0 { ErrorPolicy::Fail } else { ErrorPolicy::Skip };
-    let options = DecodeOptions::default()
-        .with_batch_size(7)
-        .with_infer_rows(5)
-        .with_max_line_bytes(4096)
-        .with_error_policy(policy);
-    let Ok(Decoder::Stream(mut decoder)) = NdjsonFormat.decoder(&DecodeInput::default(), &options)
-    else {
-        return;
-    };
-    for piece in input.chunks(chunk) {
-        if decoder.decode(piece).is_err() {
-            return;
-        }
-        while let Some(batch) = decoder.next_batch() {
-            assert!(batch.num_rows() <= 7);
-        }
-    }
-    if decoder.finish().is_ok() {
-        while let Some(batch) = decoder.next_batch() {
-            assert!(batch.num_rows() <= 7);
-        }
-    }
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    s3conn_fuzz::ndjson_decode(data);
 });
