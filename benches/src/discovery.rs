@@ -377,15 +377,13 @@ pub fn peak_resident_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Read a stream of `objects` objects spread over `days` days whole, then add `added` and
-/// read again from the state; with the source's defaults (a settle lag of five minutes, a
-/// late window of a day), and keys declared ordered when `ordered`.
-pub async fn measure(
+/// A synthetic store of `objects` objects over `days` days, and a source with the one
+/// stream `events` over it (keys declared ordered when `ordered`), with its defaults.
+fn synthetic_stream(
     objects: u64,
     days: i64,
-    added: u64,
     ordered: bool,
-) -> Result<Figures, s3conn_core::Error> {
+) -> Result<(Arc<Synthetic>, S3Source), s3conn_core::Error> {
     let store = Arc::new(Synthetic::new(objects, days));
     let connection = Connection::new(
         Arc::clone(&store) as Arc<dyn ObjectStore>,
@@ -399,6 +397,19 @@ pub async fn measure(
                 .with_keys_ordered(ordered),
         )
         .build()?;
+    Ok((store, source))
+}
+
+/// Read a stream of `objects` objects spread over `days` days whole, then add `added` and
+/// read again from the state; with the source's defaults (a settle lag of five minutes, a
+/// late window of a day), and keys declared ordered when `ordered`.
+pub async fn measure(
+    objects: u64,
+    days: i64,
+    added: u64,
+    ordered: bool,
+) -> Result<Figures, s3conn_core::Error> {
+    let (store, source) = synthetic_stream(objects, days, ordered)?;
     let (backfill, state) = read_once(&source, &store, None).await?;
     store.add(added);
     let (incremental, _) = read_once(&source, &store, Some(state.clone())).await?;
@@ -426,19 +437,7 @@ pub async fn poll(
     ordered: bool,
     state: SourceState,
 ) -> Result<ReadFigures, s3conn_core::Error> {
-    let store = Arc::new(Synthetic::new(objects, days));
-    let connection = Connection::new(
-        Arc::clone(&store) as Arc<dyn ObjectStore>,
-        Path::default(),
-        "s3://synthetic",
-    );
-    let source = S3Source::builder(connection)
-        .with_stream(
-            S3StreamConfig::new("events", "landing")
-                .with_format("ndjson")
-                .with_keys_ordered(ordered),
-        )
-        .build()?;
+    let (store, source) = synthetic_stream(objects, days, ordered)?;
     store.add(added);
     Ok(read_once(&source, &store, Some(state)).await?.0)
 }

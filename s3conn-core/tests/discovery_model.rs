@@ -429,10 +429,9 @@ async fn discovery_matches_the_model_over_thousands_of_seeds() {
     );
 }
 
-/// A stream whose keys are ordered lists from the last key it read; a key that arrives out
-/// of order is found by the next full listing, and reported.
-#[tokio::test]
-async fn ordered_keys_are_listed_from_the_last_key_read_and_a_full_listing_finds_the_rest() {
+/// A model whose one stream is declared with ordered keys, listed whole at most every
+/// `full_listing_secs` seconds.
+fn ordered_model(full_listing_secs: u64) -> Model {
     let m = Model::new(0);
     let connection = ConnectionConfig::local(m.dir.path().join("bucket"))
         .connect()
@@ -445,11 +444,18 @@ async fn ordered_keys_are_listed_from_the_last_key_read_and_a_full_listing_finds
         )
         .with_settle_lag(Duration::from_secs(LAG as u64))
         .with_late_window(Duration::from_secs(WINDOW as u64))
-        .with_full_listing_interval(Duration::from_secs(3_600))
+        .with_full_listing_interval(Duration::from_secs(full_listing_secs))
         .with_clock(Arc::clone(&m.clock) as Arc<dyn Clock>)
         .build()
         .unwrap();
-    let mut m = Model { source, ..m };
+    Model { source, ..m }
+}
+
+/// A stream whose keys are ordered lists from the last key it read; a key that arrives out
+/// of order is found by the next full listing, and reported.
+#[tokio::test]
+async fn ordered_keys_are_listed_from_the_last_key_read_and_a_full_listing_finds_the_rest() {
+    let mut m = ordered_model(3_600);
     for _ in 0..5 {
         m.advance(10);
         m.put_new(m.now());
@@ -490,23 +496,7 @@ async fn ordered_keys_are_listed_from_the_last_key_read_and_a_full_listing_finds
 /// poll every 20 minutes, a listing two hours apart would find it settled and never read it.
 #[tokio::test]
 async fn an_out_of_order_key_is_found_before_it_leaves_the_late_window() {
-    let m = Model::new(0);
-    let connection = ConnectionConfig::local(m.dir.path().join("bucket"))
-        .connect()
-        .unwrap();
-    let source = S3Source::builder(connection)
-        .with_stream(
-            S3StreamConfig::new("events", "landing")
-                .with_format("ndjson")
-                .with_keys_ordered(true),
-        )
-        .with_settle_lag(Duration::from_secs(LAG as u64))
-        .with_late_window(Duration::from_secs(WINDOW as u64))
-        .with_full_listing_interval(Duration::from_secs(2 * WINDOW as u64))
-        .with_clock(Arc::clone(&m.clock) as Arc<dyn Clock>)
-        .build()
-        .unwrap();
-    let mut m = Model { source, ..m };
+    let mut m = ordered_model(2 * WINDOW as u64);
     for _ in 0..3 {
         m.advance(10);
         m.put_new(m.now());

@@ -333,6 +333,33 @@ pub(crate) async fn inspect(
     }
 }
 
+/// Delete `key`, a file an attempt that did not commit provably created, unless a committed
+/// manifest lists it. With `upload_done`, the journal first records that its upload
+/// completed: once the file is gone, nothing else shows it on S3 (and some servers refuse
+/// to abort a completed upload).
+async fn delete_orphan(
+    conn: &Connection,
+    journal: &mut Journal,
+    guard: &mut Guard<'_>,
+    key: &str,
+    upload_done: bool,
+) -> Result<()> {
+    if upload_done {
+        journal
+            .write(
+                conn,
+                Entry::UploadDone {
+                    key: key.to_owned(),
+                },
+            )
+            .await?;
+    }
+    if guard.delete(key, Why::Orphan).await? == Outcome::Deleted {
+        tracing::debug!(%key, "deleted a file of an attempt that did not commit");
+    }
+    Ok(())
+}
+
 /// Finish one attempt, from its entries (read back, or an in-process abort's own).
 pub(crate) async fn clean_attempt(
     conn: &Connection,
@@ -449,19 +476,8 @@ pub(crate) async fn clean_attempt(
             if proven {
                 // On S3, once the file is gone nothing shows that its upload completed (and
                 // some servers refuse to abort a completed upload): say so first.
-                if completed && !f.upload_done && !conn.is_local_folder() {
-                    journal
-                        .write(
-                            conn,
-                            Entry::UploadDone {
-                                key: key.to_owned(),
-                            },
-                        )
-                        .await?;
-                }
-                if guard.delete(key, Why::Orphan).await? == Outcome::Deleted {
-                    tracing::debug!(%key, %sync_id, "deleted a file of an attempt that did not commit");
-                }
+                let upload_done = completed && !f.upload_done && !conn.is_local_folder();
+                delete_orphan(conn, journal, &mut guard, key, upload_done).await?;
             } else if !f.created.is_empty() {
                 guard.leave(
                     key,
@@ -499,17 +515,7 @@ pub(crate) async fn clean_attempt(
                             && !keep.contains(key)
                             && !committed.lists(key, meta.e_tag.as_deref()) =>
                     {
-                        journal
-                            .write(
-                                conn,
-                                Entry::UploadDone {
-                                    key: key.to_owned(),
-                                },
-                            )
-                            .await?;
-                        if guard.delete(key, Why::Orphan).await? == Outcome::Deleted {
-                            tracing::debug!(%key, %sync_id, "deleted a file whose completion finished during the clean-up");
-                        }
+                        delete_orphan(conn, journal, &mut guard, key, true).await?;
                     }
                     _ => guard.leave(path.as_ref(), reason),
                 }
